@@ -1,0 +1,114 @@
+"""The pure layer-normalization op (Ba, Kiros & Hinton 2016, eq. 3-4 and appendix eq. 15-16).
+
+`layer_norm` normalizes each example over its feature axes with the biased (divide-by-H) mean and variance,
+adds `eps` to the variance as the authors' Theano code does, and applies an optional per-feature gain and bias:
+
+    y = (x - mean) / sqrt(var + eps) * scale + bias
+
+Statistics are computed in float32 (float64 for float64 input) whatever the input's precision; the output has the
+input's dtype. The variance is the two-pass form mean((x - mean)^2), which stays accurate when |mean| >> std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+Axes = int | Sequence[int]
+
+
+def normalized_axes(axis: Axes, ndim: int) -> tuple[int, ...]:
+  """Returns `axis` as a sorted tuple of non-negative axes of an `ndim`-dimensional array.
+
+  Raises:
+    ValueError: an axis is out of range or repeated, or no axis is given.
+  """
+  axes = (axis,) if isinstance(axis, int) else tuple(axis)
+  if not axes:
+    raise ValueError('layer_norm needs at least one axis to normalize over; got an empty tuple.')
+  resolved = []
+  for a in axes:
+    if not isinstance(a, int):
+      raise TypeError(f'layer_norm axes must be integers; got {a!r} of type {type(a).__name__}.')
+    if not -ndim <= a < ndim:
+      raise ValueError(
+        f'layer_norm axis {a} is out of range for an input of rank {ndim}; expected an axis in [{-ndim}, {ndim - 1}].'
+      )
+    resolved.append(a % ndim)
+  if len(set(resolved)) != len(resolved):
+    raise ValueError(f'layer_norm axes {axes} name the same axis twice for an input of rank {ndim}.')
+  return tuple(sorted(resolved))
+
+
+def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
+  """The dtype statistics are computed in: float32, or float64 for float64 input."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _check_input(x: jax.Array) -> None:
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+      f'layer_norm expects a floating-point input (float16, bfloat16, float32 or float64); got {x.dtype}. '
+      'Cast it first, e.g. x.astype(jnp.float32).'
+    )
+
+
+def _check_param(name: str, p: jax.Array | None, feature_shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+  if p is None:
+    return
+  if tuple(jnp.shape(p)) != feature_shape:
+    raise ValueError(
+      f'layer_norm {name} has shape {tuple(jnp.shape(p))}; expected {feature_shape}, the shape of the input over the '
+      f'normalized axes {axes}.'
+    )
+
+
+def _broadcastable(p: jax.Array, shape: tuple[int, ...], axes: tuple[int, ...]) -> jax.Array:
+  """Reshapes a per-feature parameter so it broadcasts against an input of `shape` normalized over `axes`."""
+  return p.reshape([shape[a] if a in axes else 1 for a in range(len(shape))])
+
+
+def layer_norm(
+  x: jax.Array,
+  scale: jax.Array | None = None,
+  bias: jax.Array | None = None,
+  *,
+  axis: Axes = -1,
+  eps: float = 1e-5,
+) -> jax.Array:
+  """Layer normalization over `axis`, with an optional gain `scale` and offset `bias`.
+
+  Args:
+    x: floating-point input of any rank.
+    scale: per-feature gain of shape `tuple(x.shape[a] for a in sorted axes)`, or None.
+    bias: per-feature offset of the same shape as `scale`, or None.
+    axis: the axis or tuple of axes that hold one example's features; any other axis is a batch axis.
+    eps: added to the variance before the square root (1e-5, as in the authors' code).
+
+  Returns:
+    The normalized array, with the dtype and shape of `x`.
+
+  Raises:
+    TypeError: `x` is not floating point.
+    ValueError: an axis is out of range, or `scale` or `bias` has the wrong shape.
+  """
+  x = jnp.asarray(x)
+  _check_input(x)
+  axes = normalized_axes(axis, x.ndim)
+  feature_shape = tuple(x.shape[a] for a in axes)
+  _check_param('scale', scale, feature_shape, axes)
+  _check_param('bias', bias, feature_shape, axes)
+
+  dtype = compute_dtype(x.dtype)
+  x32 = x.astype(dtype)
+  mean = jnp.mean(x32, axis=axes, keepdims=True)
+  centred = x32 - mean
+  var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
+  y = centred * jax.lax.rsqrt(var + eps)
+  if scale is not None:
+    y = y * _broadcastable(jnp.asarray(scale).astype(dtype), x.shape, axes)
+  if bias is not None:
+    y = y + _broadcastable(jnp.asarray(bias).astype(dtype), x.shape, axes)
+  return y.astype(x.dtype)
