@@ -1,0 +1,303 @@
+"""Paper-style curves from workdirs: reads each run's `metrics.jsonl` and `config.json`, writes one PNG.
+
+  # Figure 6: per batch size, training NLL (log y) and test error against epochs, one curve per normalization.
+  python -m scripts.plot runs/fig6 --out fig6.png --layout fig6
+  # Any metrics against epochs or steps, one curve per run (Figure 4: DRAW's test bound).
+  python -m scripts.plot runs/draw_* --out fig4.png --metrics eval/test/bound --x epoch
+
+A RUNDIR is a workdir (it has `metrics.jsonl`) or a sweep root whose subdirectories are workdirs. Curves are labelled
+from `config.json` (`norm` / `model.norm`, `batch_size` / `*.batch_size`), else from `key=value` pairs in the
+directory name (the sweep launcher names workdirs that way), else by the directory name. Plots are made from the
+files only, never from live runs; a partly written last line of a running job is skipped.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+
+# Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
+from matplotlib.figure import Figure
+
+METRICS_FILE = 'metrics.jsonl'
+CONFIG_FILE = 'config.json'
+X_KEYS = ('step', 'epoch')
+# Figure 6's metric names; the first one a run logged is used, so the figure survives renames in the loop.
+FIG6_NLL_METRICS = ('train/nll', 'train/loss', 'train/xent', 'train/cross_entropy')
+FIG6_ERROR_METRICS = ('eval/test/error', 'test/error', 'eval/error', 'eval/test/err')
+NORM_NAMES = {
+  'bn': 'BatchNorm',
+  'batchnorm': 'BatchNorm',
+  'batch_norm': 'BatchNorm',
+  'none': 'Baseline',
+  'baseline': 'Baseline',
+  'ln': 'LayerNorm',
+  'layernorm': 'LayerNorm',
+  'layer_norm': 'LayerNorm',
+  'wn': 'WeightNorm',
+  'weightnorm': 'WeightNorm',
+  'weight_norm': 'WeightNorm',
+}
+# The paper's legend order, and one colour per normalization in every panel.
+NORM_ORDER = ('BatchNorm', 'Baseline', 'LayerNorm', 'WeightNorm')
+NORM_COLOURS = {'BatchNorm': 'tab:blue', 'Baseline': 'tab:green', 'LayerNorm': 'tab:red', 'WeightNorm': 'tab:purple'}
+
+
+@dataclasses.dataclass
+class Run:
+  """One workdir's logged rows and what its curves are called."""
+
+  path: str
+  rows: list[dict]
+  norm: str | None  # Display name, e.g. 'LayerNorm'; None when the run does not say.
+  batch_size: int | None
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(os.path.normpath(self.path))
+
+
+def _lookup(config: dict, paths: Sequence[str]):
+  """The value at the first dotted path present in `config`, else at the first key named like its last part."""
+  for path in paths:
+    node = config
+    for key in path.split('.'):
+      if not isinstance(node, dict) or key not in node:
+        break
+      node = node[key]
+    else:
+      return node
+  leaves = {p.split('.')[-1] for p in paths}
+  stack = [config]
+  while stack:  # Breadth-first, so the shallowest match wins.
+    node = stack.pop(0)
+    for key, value in node.items():
+      if key in leaves and not isinstance(value, dict):
+        return value
+    stack.extend(v for v in node.values() if isinstance(v, dict))
+  return None
+
+
+def _name_overrides(name: str) -> dict[str, str]:
+  """`norm=ln,batch_size=4` (the sweep launcher's workdir names) -> {'norm': 'ln', 'batch_size': '4'}."""
+  pairs = [p.split('=', 1) for p in name.split(',') if '=' in p]
+  return {k.split('.')[-1]: v for k, v in pairs}
+
+
+def read_rows(path: str) -> list[dict]:
+  """The JSON objects of a `metrics.jsonl`; ValueError naming the file if it is missing, empty or malformed."""
+  if not os.path.isfile(path):
+    raise ValueError(
+      f'{path}: not found. Is {os.path.dirname(path) or "."} a workdir? Runs write {METRICS_FILE} there.'
+    )
+  with open(path) as f:
+    lines = f.read().splitlines()
+  rows = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:  # A running job may be mid-write: the rows before it are good.
+        print(f'{path}: skipping the partly written last line {i + 1}.', file=sys.stderr)
+        continue
+      raise ValueError(f'{path}, line {i + 1}: not JSON ({e}); each line must be one JSON object.') from e
+    if not isinstance(row, dict):
+      raise ValueError(f'{path}, line {i + 1}: expected a JSON object, found {type(row).__name__}.')
+    rows.append(row)
+  if not rows:
+    raise ValueError(f'{path}: no rows (empty file). Has the run logged anything yet?')
+  return rows
+
+
+def load_run(path: str) -> Run:
+  """Reads one workdir's rows and labels (config.json if present, else the directory name)."""
+  rows = read_rows(os.path.join(path, METRICS_FILE))
+  config = {}
+  config_path = os.path.join(path, CONFIG_FILE)
+  if os.path.isfile(config_path):
+    with open(config_path) as f:
+      try:
+        config = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{config_path}: not JSON ({e}).') from e
+  from_name = _name_overrides(os.path.basename(os.path.normpath(path)))
+  norm = _lookup(config, ('norm', 'model.norm', 'normalization', 'model.normalization'))
+  norm = from_name.get('norm') if norm is None else norm
+  batch_size = _lookup(config, ('batch_size', 'data.batch_size', 'train.batch_size', 'input.batch_size'))
+  batch_size = from_name.get('batch_size') if batch_size is None else batch_size
+  return Run(
+    path=path,
+    rows=rows,
+    norm=None if norm is None else NORM_NAMES.get(str(norm).lower(), str(norm)),
+    batch_size=None if batch_size is None else int(batch_size),
+  )
+
+
+def find_runs(paths: Iterable[str]) -> list[str]:
+  """Workdirs named by `paths`: each path itself if it has metrics.jsonl, else its subdirectories that do."""
+  runs = []
+  for path in paths:
+    if os.path.isfile(os.path.join(path, METRICS_FILE)) or not os.path.isdir(path):
+      runs.append(path)  # A path that is no directory fails in load_run with the file's name.
+      continue
+    children = sorted(c.path for c in os.scandir(path) if os.path.isfile(os.path.join(c.path, METRICS_FILE)))
+    runs.extend(children or [path])
+  return runs
+
+
+def series(run: Run, metric: str, x: str) -> tuple[list[float], list[float]]:
+  """(x, y) of the rows that have both `x` and `metric`; rows without a value are skipped, not zeros."""
+  points = [(row[x], row[metric]) for row in run.rows if row.get(x) is not None and row.get(metric) is not None]
+  return [p[0] for p in points], [p[1] for p in points]
+
+
+def _logged(runs: Sequence[Run]) -> list[str]:
+  keys = {k for run in runs for row in run.rows for k, v in row.items() if isinstance(v, int | float)}
+  return sorted(keys - set(X_KEYS))
+
+
+def pick_metric(runs: Sequence[Run], candidates: Sequence[str], what: str) -> str:
+  """The first of `candidates` that some run logged; ValueError listing what the runs did log."""
+  logged = set(_logged(runs))
+  for metric in candidates:
+    if metric in logged:
+      return metric
+  raise ValueError(
+    f'No run logged {what} under any of {", ".join(candidates)}. The runs logged: {", ".join(sorted(logged))}. '
+    'Name the metrics with --metrics.'
+  )
+
+
+def _check_x(runs: Sequence[Run], x: str) -> None:
+  missing = [run.path for run in runs if not any(row.get(x) is not None for row in run.rows)]
+  if missing:
+    other = 'step' if x == 'epoch' else 'epoch'
+    raise ValueError(
+      f'No row has {x!r} in {", ".join(os.path.join(p, METRICS_FILE) for p in missing)}; try --x {other}.'
+    )
+
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+  """Norm names where they tell runs apart; the directory name added where they do not."""
+  base = [run.norm or run.name for run in runs]
+  return [f'{b} ({run.name})' if base.count(b) > 1 and run.norm else b for b, run in zip(base, runs, strict=True)]
+
+
+def _sort_key(run: Run):
+  order = NORM_ORDER.index(run.norm) if run.norm in NORM_ORDER else len(NORM_ORDER)
+  return order, run.norm or '', run.name
+
+
+def _draw(ax, runs: Sequence[Run], metric: str, x: str, colour_by_norm: bool) -> None:
+  runs = sorted(runs, key=_sort_key)
+  for run, label in zip(runs, _labels(runs), strict=True):
+    xs, ys = series(run, metric, x)
+    colour = NORM_COLOURS.get(run.norm) if colour_by_norm else None
+    ax.plot(xs, ys, label=label, color=colour)
+  ax.set_xlabel(x)
+  ax.grid(True, alpha=0.3)
+  ax.legend()
+
+
+def plot_fig6(runs: Sequence[Run], x: str = 'epoch', nll_metric: str | None = None, error_metric: str | None = None):
+  """Figure 6: one column per batch size (largest left), training NLL (log y) above test error.
+
+  Args:
+    runs: the loaded workdirs, any mix of norms and batch sizes.
+    x: 'epoch' or 'step'.
+    nll_metric, error_metric: metric names; None picks the first logged of FIG6_NLL_METRICS / FIG6_ERROR_METRICS.
+
+  Returns:
+    A matplotlib Figure, `fig.axes` [2 x number of batch sizes] in row-major order.
+  """
+  _check_x(runs, x)
+  nll_metric = nll_metric or pick_metric(runs, FIG6_NLL_METRICS, 'a training NLL')
+  error_metric = error_metric or pick_metric(runs, FIG6_ERROR_METRICS, 'a test error')
+  sizes = sorted({r.batch_size for r in runs if r.batch_size is not None}, reverse=True)
+  groups = [(f'batch size {b}', [r for r in runs if r.batch_size == b]) for b in sizes]
+  if any(r.batch_size is None for r in runs):
+    groups.append(('batch size unknown', [r for r in runs if r.batch_size is None]))
+  fig = Figure(figsize=(5 * len(groups), 7), layout='constrained')
+  axes = fig.subplots(2, len(groups), squeeze=False)
+  for column, (title, group) in enumerate(groups):
+    nll_ax, error_ax = axes[0, column], axes[1, column]
+    _draw(nll_ax, group, nll_metric, x, colour_by_norm=True)
+    nll_ax.set_yscale('log')
+    nll_ax.set_title(f'{title}: training NLL')
+    nll_ax.set_ylabel(f'{nll_metric} (log scale)')
+    _draw(error_ax, group, error_metric, x, colour_by_norm=True)
+    error_ax.set_title(f'{title}: test error')
+    error_ax.set_ylabel(error_metric)
+  return fig
+
+
+def plot_curves(runs: Sequence[Run], metrics: Sequence[str] | None = None, x: str = 'step', logy: bool = False):
+  """One panel per metric (default: every metric logged), one curve per run.
+
+  Returns:
+    A matplotlib Figure, `fig.axes` one per metric in `metrics` order (then hidden spares).
+  """
+  _check_x(runs, x)
+  metrics = list(metrics or _logged(runs))
+  logged = set(_logged(runs))
+  unknown = [m for m in metrics if m not in logged]
+  if unknown:
+    raise ValueError(f'No run logged {", ".join(unknown)}. The runs logged: {", ".join(sorted(logged))}.')
+  columns = min(len(metrics), 3)
+  rows = math.ceil(len(metrics) / columns)
+  fig = Figure(figsize=(5 * columns, 3.8 * rows), layout='constrained')
+  axes = fig.subplots(rows, columns, squeeze=False)
+  one_per_norm = all(r.norm for r in runs) and len({r.norm for r in runs}) == len(runs)
+  for ax, metric in zip(axes.flat, metrics, strict=False):
+    _draw(ax, runs, metric, x, colour_by_norm=one_per_norm)
+    ax.set_title(metric)
+    if logy:
+      ax.set_yscale('log')
+  for ax in axes.flat[len(metrics) :]:
+    ax.set_visible(False)
+  return fig
+
+
+def make_figure(paths: Sequence[str], layout: str = 'curves', x: str | None = None, metrics=None, logy=False) -> Figure:
+  """Loads the runs under `paths` and draws `layout` ('fig6' or 'curves'); x defaults to epoch for fig6, else step."""
+  runs = [load_run(p) for p in find_runs(paths)]
+  if layout == 'fig6':
+    if metrics and len(metrics) != 2:
+      raise ValueError(f'--layout fig6 takes two metrics, the training NLL and the test error; got {list(metrics)}.')
+    return plot_fig6(runs, x or 'epoch', *(metrics or (None, None)))
+  if layout == 'curves':
+    return plot_curves(runs, metrics, x or 'step', logy)
+  raise ValueError(f'Unknown layout {layout!r}; choose fig6 or curves.')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m scripts.plot', description=__doc__.split('\n')[0])
+  parser.add_argument('rundirs', nargs='+', metavar='RUNDIR', help='workdirs, or sweep roots holding workdirs')
+  parser.add_argument('--out', required=True, help='PNG file to write')
+  parser.add_argument('--layout', choices=('fig6', 'curves'), default='curves')
+  parser.add_argument('--x', choices=X_KEYS, default=None, help='x axis (default: epoch for fig6, step for curves)')
+  parser.add_argument(
+    '--metrics',
+    nargs='+',
+    help='metric names; fig6: training NLL then test error (default: the first logged of '
+    f'{"/".join(FIG6_NLL_METRICS)} and {"/".join(FIG6_ERROR_METRICS)}); curves: default all',
+  )
+  parser.add_argument('--logy', action='store_true', help='log-scale y axes (curves layout)')
+  args = parser.parse_args(argv)
+  try:
+    fig = make_figure(args.rundirs, args.layout, args.x, args.metrics, args.logy)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  fig.savefig(args.out, dpi=150)
+  print(f'wrote {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

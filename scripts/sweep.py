@@ -1,0 +1,262 @@
+"""Launches the grid a config declares in its `sweep(add)`: one experiment run, with its own workdir, per point.
+
+  python -m scripts.sweep configs/mnist.py --variant smoke --root runs/fig6 --dry-run      # print the commands
+  python -m scripts.sweep configs/mnist.py --root runs/fig6 --jobs 2                       # local process pool
+  python -m scripts.sweep configs/mnist.py --root runs/fig6 --executor slurm --slurm_partition gpu --gpus_per_node 1
+
+The config file's `sweep(add)` calls `add(**overrides)` once per point (big_vision's convention), with config fields
+as keys and dotted keys for nested fields: `add(norm='ln', batch_size=4)`, `add(**{'optimizer.learning_rate': 1e-3})`.
+Each point runs
+
+  python -m experiments.<config file name> --config CONFIG[:VARIANT] --config.<key>=<value>... --workdir ROOT/<name>
+
+where <name> is the overrides as `key=value` joined by commas (e.g. `norm=ln,batch_size=4`), which scripts.plot
+reads back as labels. Re-running a sweep re-runs every point; each run resumes from its workdir's last checkpoint, so
+finished points end at once. On SLURM the points form one submitit job array; a preempted or timed-out job is
+requeued (submitit checkpointing) and, by the same resume, continues where it stopped.
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import submitit
+
+EXECUTORS = ('local', 'slurm', 'submitit-local')
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One run of the sweep."""
+
+  name: str  # The workdir's name under the root.
+  overrides: dict[str, Any]
+  argv: list[str]  # The command that runs it.
+
+
+def load_config_module(path: str):
+  """Imports a config file by path (it need not be importable as a module name)."""
+  if not os.path.isfile(path):
+    raise ValueError(f'Config file {path} not found.')
+  name = '_sweep_config_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def collect_points(module, path: str) -> list[dict[str, Any]]:
+  """The overrides that the config's `sweep(add)` adds, in order."""
+  if not callable(getattr(module, 'sweep', None)):
+    raise ValueError(f'{path} defines no sweep(add): add one that calls add(**overrides) per point of the grid.')
+  points = []
+  module.sweep(lambda **overrides: points.append(overrides))
+  if not points:
+    raise ValueError(f"{path}'s sweep(add) added no points.")
+  return points
+
+
+def check_keys(module, path: str, variant: str | None, points: list[dict[str, Any]]) -> None:
+  """Fails fast on a misspelled override, before anything is launched, by looking each key up in the config."""
+  get_config = getattr(module, 'get_config', None)
+  if get_config is None:
+    return
+  config = get_config() if variant is None else get_config(variant)
+  for overrides in points:
+    for key in overrides:
+      node = config
+      for i, part in enumerate(key.split('.')):
+        try:
+          node = node[part]
+        except (KeyError, TypeError, AttributeError):
+          where = '.'.join(key.split('.')[:i]) or 'the config'
+          known = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else 'none (not a section)'
+          raise ValueError(
+            f'{path}: sweep point {overrides} overrides {key!r}, but {where} has no field {part!r} (fields: {known}).'
+          ) from None
+
+
+def format_value(value: Any) -> str:
+  """A value as ml_collections' config flags parse it: strings as they are, everything else as a literal."""
+  return value if isinstance(value, str) else repr(value)
+
+
+def workdir_name(overrides: dict[str, Any]) -> str:
+  """`{'norm': 'ln', 'batch_size': 4}` -> 'norm=ln,batch_size=4'; path separators and blanks become '_'."""
+  if not overrides:
+    return 'default'
+  name = ','.join(f'{k}={format_value(v)}' for k, v in overrides.items())
+  return ''.join('_' if c in '/\\' or c.isspace() else c for c in name)
+
+
+def build_points(
+  config_path: str, variant: str | None, root: str, module: str | None = None, python: str = sys.executable
+) -> list[Point]:
+  """Reads the config's sweep and turns each point into its command line.
+
+  Args:
+    config_path: the config file, e.g. configs/mnist.py.
+    variant: passed as `--config CONFIG:VARIANT` (and to `get_config` when checking the keys).
+    root: the sweep's root directory; each point's workdir is ROOT/<workdir_name(overrides)>.
+    module: the experiment module to run; None: experiments.<config file name>.
+    python: the interpreter that runs the points.
+
+  Returns:
+    The points, in the order `sweep(add)` added them.
+  """
+  config_module = load_config_module(config_path)
+  all_overrides = collect_points(config_module, config_path)
+  check_keys(config_module, config_path, variant, all_overrides)
+  module = module or 'experiments.' + os.path.splitext(os.path.basename(config_path))[0]
+  config_arg = config_path if variant is None else f'{config_path}:{variant}'
+  points, seen = [], {}
+  for overrides in all_overrides:
+    name = workdir_name(overrides)
+    if name in seen:
+      raise ValueError(f'{config_path}: sweep points {seen[name]} and {overrides} would share workdir {name}.')
+    seen[name] = overrides
+    argv = [python, '-m', module, '--config', config_arg]
+    argv += [f'--config.{k}={format_value(v)}' for k, v in overrides.items()]
+    argv += ['--workdir', os.path.join(root, name)]
+    points.append(Point(name, overrides, argv))
+  return points
+
+
+def run_local(points: Sequence[Point], root: str, jobs: int) -> int:
+  """Runs the points, `jobs` at a time, each with its output in ROOT/logs/<name>.log; returns how many failed."""
+  log_dir = os.path.join(root, 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+
+  def run(point: Point) -> tuple[Point, int, float, str]:
+    log_path = os.path.join(log_dir, point.name + '.log')
+    start = time.monotonic()
+    with open(log_path, 'w') as log:
+      log.write(shlex.join(point.argv) + '\n')
+      log.flush()
+      returncode = subprocess.run(point.argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    return point, returncode, time.monotonic() - start, log_path
+
+  failed = []
+  # Threads only wait on the child processes, which do the work.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    futures = [pool.submit(run, p) for p in points]
+    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+      point, returncode, seconds, log_path = future.result()
+      status = 'done' if returncode == 0 else f'FAILED (exit {returncode}), see {log_path}'
+      print(f'[{done}/{len(points)}] {point.name}: {status} in {seconds:.0f}s', flush=True)
+      if returncode:
+        failed.append(point.name)
+  if failed:
+    print(f'{len(failed)} of {len(points)} runs failed: {", ".join(failed)}. Logs in {log_dir}.', file=sys.stderr)
+  return len(failed)
+
+
+class Command(submitit.helpers.Checkpointable):
+  """Runs one point's command in the launch directory, as a submitit job.
+
+  Checkpointable: on preemption or timeout submitit requeues the same command, and the run resumes from its workdir.
+  """
+
+  def __init__(self, cwd: str):
+    self.cwd = cwd
+
+  def __call__(self, argv: list[str]) -> None:
+    # Output goes to submitit's per-job log files.
+    returncode = subprocess.run(argv, cwd=self.cwd, check=False).returncode
+    if returncode:
+      raise RuntimeError(f'{shlex.join(argv)} exited with status {returncode}.')
+
+
+def run_submitit(points: Sequence[Point], root: str, cluster: str, parameters: dict[str, Any]) -> list:
+  """Submits the points as one job array (SLURM, or submitit's local cluster); returns the submitit jobs."""
+  executor = submitit.AutoExecutor(folder=os.path.join(root, 'submitit', '%j'), cluster=cluster)
+  executor.update_parameters(**parameters)
+  return executor.map_array(Command(os.getcwd()), [p.argv for p in points])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+    prog='python -m scripts.sweep', description=__doc__.split('\n')[0], formatter_class=argparse.RawTextHelpFormatter
+  )
+  parser.add_argument('config', help='config file with a sweep(add), e.g. configs/mnist.py')
+  parser.add_argument('--variant', help='config variant, passed as --config CONFIG:VARIANT (e.g. smoke)')
+  parser.add_argument('--root', required=True, help='directory holding one workdir per point')
+  parser.add_argument(
+    '--executor',
+    choices=EXECUTORS,
+    default='local',
+    help='local: a pool of --jobs processes here; slurm: a submitit job array; submitit-local: the SLURM code path '
+    'run by submitit on this machine (all points at once; for testing)',
+  )
+  parser.add_argument('--jobs', type=int, default=1, help='local: runs at a time; slurm: array parallelism')
+  parser.add_argument('--dry-run', action='store_true', help='print the commands, launch nothing')
+  parser.add_argument('--module', help='experiment module to run (default: experiments.<config file name>)')
+  slurm = parser.add_argument_group('slurm / submitit')
+  slurm.add_argument('--slurm_partition')
+  slurm.add_argument('--slurm_account')
+  slurm.add_argument('--timeout_min', type=int, default=24 * 60, help='per job; requeued jobs resume (default 1 day)')
+  slurm.add_argument('--gpus_per_node', type=int)
+  slurm.add_argument('--cpus_per_task', type=int)
+  slurm.add_argument('--mem_gb', type=float)
+  args = parser.parse_args(argv)
+  if args.jobs < 1:
+    parser.error(f'--jobs must be at least 1, got {args.jobs}.')
+
+  try:
+    points = build_points(args.config, args.variant, args.root, args.module)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if args.dry_run:
+    for point in points:
+      print(shlex.join(point.argv))
+    return 0
+  if args.executor == 'local':
+    return int(run_local(points, args.root, args.jobs) > 0)
+
+  name = os.path.splitext(os.path.basename(args.config))[0]
+  parameters = {
+    'name': f'sweep_{name}',
+    'timeout_min': args.timeout_min,
+    'gpus_per_node': args.gpus_per_node,
+    'cpus_per_task': args.cpus_per_task,
+    'mem_gb': args.mem_gb,
+    'slurm_partition': args.slurm_partition,
+    'slurm_array_parallelism': args.jobs,
+    'slurm_additional_parameters': {'account': args.slurm_account} if args.slurm_account else None,
+  }
+  cluster = 'local' if args.executor == 'submitit-local' else 'slurm'
+  try:
+    jobs = run_submitit(points, args.root, cluster, parameters)
+  except RuntimeError as e:  # submitit's SlurmExecutor raises this where there is no srun.
+    print(
+      f'error: cannot submit to SLURM here ({e}). Launch from a login node of the cluster, or use --executor '
+      'local (a process pool here) or submitit-local.',
+      file=sys.stderr,
+    )
+    return 2
+  for point, job in zip(points, jobs, strict=True):
+    print(f'{job.job_id}  {point.name}')
+  print(f'submitted {len(jobs)} jobs; logs in {os.path.join(args.root, "submitit")}', flush=True)
+  if cluster == 'local':  # submitit cancels local jobs when their Job objects go away: wait for them.
+    failed = 0
+    for point, job in zip(points, jobs, strict=True):
+      try:
+        job.result()
+      except Exception as e:  # Report every failed point, not just the first.
+        failed += 1
+        print(f'{point.name}: FAILED: {str(e).strip().splitlines()[-1]}', file=sys.stderr)
+    return int(failed > 0)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
