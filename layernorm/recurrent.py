@@ -79,7 +79,7 @@ def unroll(
     if seq_lengths is not None:
       valid_B = t < seq_lengths
       new_carry = jax.tree.map(lambda n, o: _keep_valid(valid_B, n, o), new_carry, carry)
-      y = jnp.where(valid_B.reshape(batch_shape + (1,) * (y.ndim - len(batch_shape))), y, jnp.zeros_like(y))
+      y = jax.tree.map(lambda a: _keep_valid(valid_B, a, jnp.zeros_like(a)), y)
     _, _, state = nnx.split(module, nnx.Param, ...)
     return (state, new_carry), y
 
