@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from layernorm import BNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, layer_norm, unroll
-from layernorm.cells import block_orthogonal_init
+from layernorm.cells import block_orthogonal_init, uniform_init
 
 D, H, B, T = 8, 16, 5, 6
 ALL_CELLS = [LSTMCell, LNLSTMCell, DRAWLSTMCell, BNLSTMCell, GRUCell, LNGRUCell]
@@ -330,3 +330,8 @@ def test_block_orthogonal_init_makes_each_gate_block_orthogonal():
     block = np.asarray(kernel[:, k * H : (k + 1) * H])
     np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
   assert not np.allclose(kernel[:, :H], kernel[:, H : 2 * H])
+
+
+def test_uniform_init_is_symmetric_around_zero():
+  w = np.asarray(uniform_init(0.1)(jax.random.key(0), (64, 64)))
+  assert np.abs(w).max() <= 0.1 and w.min() < -0.09 and w.max() > 0.09
