@@ -1,18 +1,28 @@
 """Layer normalization (Ba, Kiros & Hinton 2016) for JAX and Flax NNX.
 
-The pure op `layer_norm`, the module `LayerNorm`, and the baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`).
-`layernorm.invariance` measures the paper's Table 1.
+The pure op `layer_norm`; the module `LayerNorm` and the baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`);
+the recurrent cells of the paper's appendix (with the recurrent batch-norm baseline) and `unroll`, which runs a cell
+over a sequence in one `lax.scan`. `layernorm.invariance` measures the paper's Table 1.
 """
 
+from layernorm.cells import BNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, LNLSTMCell, LSTMCell
 from layernorm.normalization import BatchNorm, LayerNorm, batch_norm_statistics
 from layernorm.ops import layer_norm
+from layernorm.recurrent import unroll
 from layernorm.weight_norm import WeightNorm, WeightNormLinear
 
 __all__ = [
+  'BNLSTMCell',
   'BatchNorm',
+  'DRAWLSTMCell',
+  'GRUCell',
+  'LNGRUCell',
+  'LNLSTMCell',
+  'LSTMCell',
   'LayerNorm',
   'WeightNorm',
   'WeightNormLinear',
   'batch_norm_statistics',
   'layer_norm',
+  'unroll',
 ]
