@@ -1,0 +1,321 @@
+"""Layer norm against its memory floor, flax's `nnx.LayerNorm` and PyTorch's `F.layer_norm`, forward and backward.
+
+    python -m benchmarks.layer_norm [--shapes 4x1000,128x1000] [--repeats 30] [--json OUT]
+
+Normalization is over the last axis, with a per-feature scale and bias, eps 1e-5 everywhere. Every candidate is timed
+in the same process, round-robin (benchmarks/timing.py), so the ratios are what to read; absolute times on a shared
+CPU drift from run to run.
+
+The floors are the cheapest computations that move the same bytes:
+  * forward: a jitted `x * a + b` with per-feature `a`, `b`: reads x once, writes y once.
+  * forward+backward: the forward and the VJP of that same affine map: `y = x*a + b`, `dx = dy*a`,
+    `da = sum(dy*x)`, `db = sum(dy)` over the batch axes. It reads x and dy and writes y and dx, and reduces over the
+    batch like a layer norm's dscale and dbias do: the same inputs, outputs and column reductions as a layer norm's
+    forward+backward, without the per-row statistics.
+Forward+backward of every candidate computes y and the three gradients from (x, scale, bias, dy) in one call: a jitted
+`jax.vjp` for JAX, `F.layer_norm(...).backward(dy)` for PyTorch. PyTorch's forward runs under `torch.inference_mode`.
+PyTorch is optional: without it (it is not in the project's venv) its column is skipped. To include it:
+    python3 -m venv /tmp/benchvenv
+    /tmp/benchvenv/bin/pip install torch==2.13.0 jax==0.10.2 jaxlib==0.10.2 flax==0.12.8
+    LD_PRELOAD=libtcmalloc_minimal.so.4 /tmp/benchvenv/bin/python -m benchmarks.layer_norm
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks import timing
+from layernorm import layer_norm
+
+try:
+  import torch
+  import torch.nn.functional as torch_functional
+except ImportError:  # PyTorch is optional and not in the project's venv.
+  torch = None
+
+EPS = 1e-5
+DEFAULT_SHAPES = '4x1000,128x1000,3200x400,4096x1024,32x512x768'
+PASSES = ('fwd', 'fwd+bwd')
+OURS = 'layer_norm'
+FLOOR = 'floor'
+
+# Instructions of a compiled computation that do not launch work of their own.
+_FREE_OPCODES = frozenset(['parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast'])
+
+
+def kernel_count(compiled_text: str) -> int:
+  """Kernels in a compiled XLA program: the instructions of its entry computation (and loop bodies) that do work.
+
+  A fusion counts once however many ops it holds; a loop counts its body's kernels once.
+  """
+  computations: dict[str, list[str]] = {}
+  entry, current = None, None
+  for line in compiled_text.splitlines():
+    header = re.match(r'^(ENTRY )?%(\S+) .*\{$', line)
+    if header:
+      current = header.group(2)
+      computations[current] = []
+      if header.group(1):
+        entry = current
+    elif current is not None and line.strip() != '}':
+      computations[current].append(line)
+
+  def count(name: str) -> int:
+    total = 0
+    for line in computations.get(name, []):
+      op = re.match(r'^\s+(?:ROOT )?%\S+ = .*?\b([a-z][a-z0-9-]*)\(', line)
+      if op is None or op.group(1) in _FREE_OPCODES:
+        continue
+      if op.group(1) == 'while':
+        body = re.search(r'body=%([^,\s]+)', line)
+        total += count(body.group(1)) if body else 1
+      else:
+        total += 1
+    return total
+
+  return count(entry) if entry else 0
+
+
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+  shapes = []
+  for item in text.split(','):
+    try:
+      shape = tuple(int(n) for n in item.strip().lower().split('x'))
+    except ValueError:
+      raise SystemExit(f'--shapes: cannot read {item!r}; write shapes like 4x1000,32x512x768.') from None
+    if len(shape) < 2 or min(shape) < 1:
+      raise SystemExit(f'--shapes: {item!r} needs at least two positive sizes (batch x features).')
+    shapes.append(shape)
+  return shapes
+
+
+def _flax_apply(features: int, use_fast_variance: bool) -> tuple[Callable, object]:
+  module = nnx.LayerNorm(features, epsilon=EPS, use_fast_variance=use_fast_variance, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(module)
+  return (lambda x, p: nnx.merge(graphdef, p)(x)), params
+
+
+def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, tuple]]]:
+  """pass -> name -> (jitted function, its arguments)."""
+  features = x.shape[-1]
+
+  def affine(x, a, b):
+    return x * a + b
+
+  def ours(x, scale, bias):
+    return layer_norm(x, scale, bias, eps=EPS)
+
+  def with_vjp(fn):
+    def run(x, *rest):
+      *params, dy = rest
+      y, pullback = jax.vjp(fn, x, *params)
+      return y, *pullback(dy)
+
+    return run
+
+  fwd = {FLOOR: (jax.jit(affine), (x, scale, bias)), OURS: (jax.jit(ours), (x, scale, bias))}
+  fwd_bwd = {
+    FLOOR: (jax.jit(with_vjp(affine)), (x, scale, bias, dy)),
+    OURS: (jax.jit(with_vjp(ours)), (x, scale, bias, dy)),
+  }
+  for name, fast in (('flax', True), ('flax two-pass', False)):
+    apply, params = _flax_apply(features, fast)
+    params['scale'][...] = scale
+    params['bias'][...] = bias
+    fwd[name] = (jax.jit(apply), (x, params))
+    fwd_bwd[name] = (jax.jit(with_vjp(apply)), (x, params, dy))
+  return {'fwd': fwd, 'fwd+bwd': fwd_bwd}
+
+
+def _torch_candidates(x, scale, bias, dy) -> dict[str, Callable]:
+  xt, st, bt, dyt = (torch.from_numpy(np.array(a)) for a in (x, scale, bias, dy))
+  shape = (x.shape[-1],)
+
+  def fwd():
+    with torch.inference_mode():
+      torch_functional.layer_norm(xt, shape, st, bt, EPS)
+
+  xg, sg, bg = (t.clone().requires_grad_() for t in (xt, st, bt))
+
+  def fwd_bwd():
+    xg.grad = sg.grad = bg.grad = None
+    torch_functional.layer_norm(xg, shape, sg, bg, EPS).backward(dyt)
+
+  return {'fwd': fwd, 'fwd+bwd': fwd_bwd}
+
+
+def measure(shape, dtype, repeats: int, warmup: int, use_torch: bool) -> list[dict]:
+  rng = np.random.default_rng(0)
+  features = shape[-1]
+  x = jnp.asarray(rng.normal(1.0, 2.0, shape), dtype)
+  dy = jnp.asarray(rng.normal(0.0, 1.0, shape), dtype)
+  scale = jnp.asarray(rng.normal(1.0, 0.1, features), dtype)
+  bias = jnp.asarray(rng.normal(0.0, 0.1, features), dtype)
+  candidates = _jax_candidates(x, scale, bias, dy)
+  torch_fns = _torch_candidates(x, scale, bias, dy) if use_torch else {}
+  rows = []
+  for pass_name in PASSES:
+    fns = {name: (lambda fn=fn, args=args: fn(*args)) for name, (fn, args) in candidates[pass_name].items()}
+    kernels = {
+      name: kernel_count(fn.lower(*args).compile().as_text()) for name, (fn, args) in candidates[pass_name].items()
+    }
+    if pass_name in torch_fns:
+      fns['torch'] = torch_fns[pass_name]
+    samples = timing.compare(fns, repeats=repeats, warmup=warmup)
+    floor, ours = samples[FLOOR], samples[OURS]
+    for name, s in samples.items():
+      rows.append(
+        {
+          'shape': list(shape),
+          'pass': pass_name,
+          'impl': name,
+          'kernels': kernels.get(name),
+          'min_us': s.min * 1e6,
+          'median_us': s.median * 1e6,
+          'max_us': s.max * 1e6,
+          'x_floor': s.median / floor.median,
+          'x_floor_min': s.min / floor.min,
+          'x_ours': s.median / ours.median,
+          'x_ours_min': s.min / ours.min,
+          'samples_us': [t * 1e6 for t in s.seconds],
+        }
+      )
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  header = ('shape', 'pass', 'impl', 'kernels', 'min us', 'median us', 'max us', 'x floor', 'x ours')
+  lines = []
+  for r in rows:
+    lines.append(
+      (
+        'x'.join(map(str, r['shape'])),
+        r['pass'],
+        r['impl'],
+        '-' if r['kernels'] is None else str(r['kernels']),
+        f'{r["min_us"]:.1f}',
+        f'{r["median_us"]:.1f}',
+        f'{r["max_us"]:.1f}',
+        f'{r["x_floor"]:.2f}',
+        f'{r["x_ours"]:.2f}',
+      )
+    )
+  widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+  left = 3  # shape, pass and impl are left-aligned; numbers right-aligned.
+
+  def fmt(cells):
+    return '  '.join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+  out = [fmt(header), fmt(['-' * w for w in widths])]
+  previous = None
+  for line in lines:
+    if previous is not None and line[:2] != previous[:2]:
+      out.append('')
+    out.append(fmt(line))
+    previous = line
+  return '\n'.join(out)
+
+
+def summarize(rows: list[dict]) -> str:
+  """One line per shape and pass: ours against the floor target and against every other implementation."""
+  targets = {'fwd': 1.3, 'fwd+bwd': 3.0}
+  out = []
+  for r in rows:
+    if r['impl'] != OURS:
+      continue
+    others = [o for o in rows if o['shape'] == r['shape'] and o['pass'] == r['pass'] and o['impl'] not in (OURS, FLOOR)]
+    verdict = 'met' if r['x_floor'] <= targets[r['pass']] else 'NOT met'
+    beats = ', '.join(f'{o["impl"]} {o["x_ours"]:.2f}x' for o in others)
+    out.append(
+      f'{"x".join(map(str, r["shape"])):>10} {r["pass"]:<8} {r["x_floor"]:.2f}x floor '
+      f'(target <= {targets[r["pass"]]}: {verdict}); others take: {beats}'
+    )
+  return '\n'.join(out)
+
+
+def environment(use_torch: bool) -> dict:
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  env = {
+    'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+    'cpu': cpu,
+    'cpus_usable': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
+    'allocator': timing.allocator(),
+    'python': platform.python_version(),
+    'jax': jax.__version__,
+    'flax': flax.__version__,
+    'jax_device': str(jax.devices()[0]),
+    'torch': torch.__version__ if torch is not None else None,
+    'torch_threads': torch.get_num_threads() if torch is not None else None,
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+  if not use_torch:
+    env['torch_note'] = (
+      'PyTorch not installed: torch column skipped.' if torch is None else 'PyTorch skipped (--no-torch).'
+    )
+  return env
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--shapes', default=DEFAULT_SHAPES, help='comma-separated, e.g. 4x1000,32x512x768')
+  parser.add_argument('--repeats', type=int, default=30, help='samples per candidate (min/median/max over these)')
+  parser.add_argument('--warmup', type=int, default=3, help='untimed calls per candidate before sampling')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
+  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
+  args = parser.parse_args(argv)
+  if args.repeats < 1 or args.warmup < 1:
+    raise SystemExit('--repeats and --warmup must be at least 1.')
+
+  use_torch = torch is not None and not args.no_torch
+  env = environment(use_torch)
+  env['loadavg_start'] = os.getloadavg()
+  print(f'# layer norm benchmark, {env["date"]}')
+  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
+  print(
+    f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}, '
+    + (f'torch {env["torch"]} ({env["torch_threads"]} threads)' if use_torch else env['torch_note'])
+  )
+  print(f'# dtype {args.dtype}, {args.repeats} samples per candidate, round-robin; load average {env["loadavg_start"]}')
+  sys.stdout.flush()
+
+  rows = []
+  for shape in parse_shapes(args.shapes):
+    shape_rows = measure(shape, jnp.dtype(args.dtype), args.repeats, args.warmup, use_torch)
+    rows += shape_rows
+    print(f'# measured {"x".join(map(str, shape))}', file=sys.stderr, flush=True)
+  env['loadavg_end'] = os.getloadavg()
+
+  print()
+  print(format_table(rows))
+  print()
+  print('x floor: median / the floor median; x ours: median / layer_norm median (above 1: layer_norm is faster).')
+  print(f'load average at the end: {env["loadavg_end"]}')
+  print()
+  print(summarize(rows))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'environment': env, 'dtype': args.dtype, 'repeats': args.repeats, 'rows': rows}, f, indent=1)
+    print(f'\nwrote {args.json}')
+
+
+if __name__ == '__main__':
+  main()

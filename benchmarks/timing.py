@@ -1,0 +1,108 @@
+"""Side-by-side timing of callables in one process: ratios, not absolute times, are what survive a shared machine.
+
+Every candidate is warmed up (compiled and run) first, then sampled round-robin: one sample of each candidate in
+turn, so that a burst of load from another process slows all candidates alike instead of whichever happened to be
+running. Each sample times `number` back-to-back calls, each waited on with `block_until_ready`, with the garbage
+collector off, and reports the time per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+  """Seconds per call, one entry per sample."""
+
+  seconds: tuple[float, ...]
+
+  @property
+  def min(self) -> float:
+    return min(self.seconds)
+
+  @property
+  def median(self) -> float:
+    return statistics.median(self.seconds)
+
+  @property
+  def max(self) -> float:
+    return max(self.seconds)
+
+
+@contextlib.contextmanager
+def gc_disabled() -> Iterator[None]:
+  """Turns the garbage collector off for the block (a collection inside a sample is noise, not cost)."""
+  was_enabled = gc.isenabled()
+  gc.collect()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if was_enabled:
+      gc.enable()
+
+
+def _call_blocked(fn: Callable[[], object], number: int) -> float:
+  start = time.perf_counter()
+  for _ in range(number):
+    jax.block_until_ready(fn())
+  return (time.perf_counter() - start) / number
+
+
+def calls_per_sample(fn: Callable[[], object], min_sample_seconds: float) -> int:
+  """How many back-to-back calls make one sample last at least `min_sample_seconds` (timer resolution)."""
+  per_call = min(_call_blocked(fn, 1) for _ in range(3))
+  return max(1, int(min_sample_seconds / max(per_call, 1e-9)) + 1)
+
+
+def compare(
+  fns: Mapping[str, Callable[[], object]],
+  *,
+  repeats: int = 30,
+  warmup: int = 3,
+  min_sample_seconds: float = 2e-3,
+) -> dict[str, Samples]:
+  """Times zero-argument callables side by side.
+
+  Args:
+    fns: name -> a callable that runs the computation once (e.g. a jitted function closed over its inputs). Its
+      result is waited on with `jax.block_until_ready`, so it may return JAX arrays, PyTorch tensors or None.
+    repeats: samples per candidate.
+    warmup: untimed calls per candidate before sampling (the first one compiles).
+    min_sample_seconds: each sample runs enough calls to last at least this long.
+
+  Returns:
+    name -> Samples (seconds per call).
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  number = {name: calls_per_sample(fn, min_sample_seconds) for name, fn in fns.items()}
+  seconds: dict[str, list[float]] = {name: [] for name in fns}
+  with gc_disabled():
+    for _ in range(repeats):
+      for name, fn in fns.items():
+        seconds[name].append(_call_blocked(fn, number[name]))
+  return {name: Samples(tuple(s)) for name, s in seconds.items()}
+
+
+def allocator() -> str:
+  """Which malloc the process runs on: tcmalloc when LD_PRELOAD names it, otherwise the default (glibc)."""
+  preload = os.environ.get('LD_PRELOAD', '')
+  libs = [p for p in preload.replace(':', ' ').split() if p]
+  for lib in libs:
+    name = os.path.basename(lib)
+    if 'tcmalloc' in name:
+      return f'tcmalloc ({name}, LD_PRELOAD)'
+    if 'jemalloc' in name:
+      return f'jemalloc ({name}, LD_PRELOAD)'
+  return 'glibc malloc (default; fresh buffers of 16 MB or more page-fault on every call)'
