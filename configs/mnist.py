@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     steps_per_epoch = DIGITS_TRAIN_SIZE // arg.batch_size  # Smoke runs read digits unless told otherwise.
     config.log_every_steps = max(1, steps_per_epoch // 2)
     config.checkpoint_every_steps = max(1, steps_per_epoch)
-    config.steps_per_dispatch = 4
+    config.steps_per_dispatch = config.log_every_steps  # Every stop point a multiple of it: one compiled chunk.
   return config
 
 

@@ -86,6 +86,7 @@ class Checkpointer:
       enable_async_checkpointing=False,
       create=not read_only,
       read_only=read_only,
+      cleanup_tmp_directories=not read_only,  # Left by a process killed mid-save; never a usable checkpoint.
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'meta'))
 

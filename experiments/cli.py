@@ -43,16 +43,42 @@ def define_flags() -> None:
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _fail(message: str, code: int) -> None:
+def run_experiment(
+  train_and_evaluate: Callable[[ml_collections.ConfigDict, str], dict[str, float]],
+  validate: Callable[[ml_collections.ConfigDict], None],
+  config: ml_collections.ConfigDict,
+  workdir: str,
+) -> int:
+  """Validates `config`, then trains in `workdir`; returns the process exit code (0, or one of the EXIT_* codes).
+
+  Known failures print one message to stderr instead of a traceback; anything else propagates.
+  """
+  try:
+    validate(config)
+  except ValueError as e:
+    return _fail(str(e), EXIT_CONFIG)
+  try:
+    metrics = train_and_evaluate(config, workdir)
+  except train.ConfigError as e:
+    return _fail(str(e), EXIT_CONFIG)
+  except train.WorkdirError as e:
+    return _fail(str(e), EXIT_WORKDIR)
+  except train.DivergedError as e:
+    return _fail(str(e), EXIT_DIVERGED)
+  logging.info('Final metrics: %s', metrics)
+  return 0
+
+
+def _fail(message: str, code: int) -> int:
   print(f'\nError: {message}\n', file=sys.stderr, flush=True)
-  sys.exit(code)
+  return code
 
 
 def make_main(
   train_and_evaluate: Callable[[ml_collections.ConfigDict, str], dict[str, float]],
   validate: Callable[[ml_collections.ConfigDict], None],
 ) -> Callable[[Sequence[str]], None]:
-  """An absl `main(argv)` that validates the config, then trains in the workdir, mapping known errors to exit codes."""
+  """An absl `main(argv)` running `run_experiment` on --config and --workdir and exiting with its code."""
 
   def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
@@ -61,20 +87,9 @@ def make_main(
       import jax
 
       jax.distributed.initialize()
-    config = FLAGS.config
-    try:
-      validate(config)
-    except ValueError as e:
-      _fail(str(e), EXIT_CONFIG)
-    try:
-      metrics = train_and_evaluate(config, FLAGS.workdir)
-    except train.ConfigError as e:
-      _fail(str(e), EXIT_CONFIG)
-    except train.WorkdirError as e:
-      _fail(str(e), EXIT_WORKDIR)
-    except train.DivergedError as e:
-      _fail(str(e), EXIT_DIVERGED)
-    logging.info('Final metrics: %s', metrics)
+    code = run_experiment(train_and_evaluate, validate, FLAGS.config, FLAGS.workdir)
+    if code:
+      sys.exit(code)
 
   return main
 

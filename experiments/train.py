@@ -141,12 +141,12 @@ def validate_training_config(config: ml_collections.ConfigDict) -> None:
   raise_config_problems(config_problems(config))
 
 
-def model_rngs(seed: int) -> nnx.Rngs:
+def model_rngs(seed: int | jax.Array) -> nnx.Rngs:
   """The `nnx.Rngs` the loop builds the model with (exposed so tests and scripts can rebuild the same init)."""
   return nnx.Rngs(jax.random.fold_in(jax.random.key(seed), 0))
 
 
-def _train_key(seed: int) -> jax.Array:
+def _train_key(seed: int | jax.Array) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), 1)
 
 
@@ -156,7 +156,11 @@ def _eval_key(seed: int) -> jax.Array:
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The optax transformation for `config.optimizer` (Adam, optionally after global-norm clipping)."""
-  opt = config.optimizer
+  return _make_tx(config.optimizer)
+
+
+def _make_tx(opt: Mapping) -> optax.GradientTransformation:
+  opt = ml_collections.ConfigDict(opt)
   adam = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
   if opt.grad_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam)
@@ -279,7 +283,7 @@ class _Parts:
   train_def: nnx.GraphDef  # The model's structure in train mode (BatchNorm on batch statistics) ...
   eval_def: nnx.GraphDef  # ... and in eval mode (on running averages).
   tx: optax.GradientTransformation
-  init: Callable[[], dict[str, Any]]  # Pure: the initial state {params, rest, opt_state, step, rng}.
+  init: Callable[[int], dict[str, Any]]  # Pure: seed -> the initial state {params, rest, opt_state, step, rng}.
   abstract_state: dict[str, Any]  # Its shapes and dtypes.
 
 
@@ -287,10 +291,11 @@ def _build(config: ml_collections.ConfigDict, build_model: Callable[[nnx.Rngs], 
   tx = make_optimizer(config)
   defs = {}
 
-  def init():
+  def init(seed):
     # Traced (under jit or eval_shape): one compile for the whole initialisation instead of one per eager op, and
-    # no compile at all when only the shapes are needed (resuming, `load_model`).
-    model = build_model(model_rngs(config.seed))
+    # no compile at all when only the shapes are needed (resuming, `load_model`). The seed is an argument: with
+    # every input a constant, XLA would constant-fold the whole random initialisation at compile time, slowly.
+    model = build_model(model_rngs(seed))
     model.eval()
     defs['eval'] = nnx.split(model, nnx.Param, ...)[0]
     model.train()
@@ -300,18 +305,25 @@ def _build(config: ml_collections.ConfigDict, build_model: Callable[[nnx.Rngs], 
       'rest': rest,  # Every non-parameter variable: BatchNorm statistics.
       'opt_state': tx.init(params),
       'step': jnp.zeros((), jnp.int32),
-      'rng': jax.random.key_data(_train_key(config.seed)),
+      'rng': jax.random.key_data(_train_key(seed)),
     }
 
-  abstract = jax.eval_shape(init)
+  abstract = jax.eval_shape(init, config.seed)
   return _Parts(defs['train'], defs['eval'], tx, init, abstract)
+
+
+def _initial_state(parts: _Parts, seed: int, sharding: NamedSharding | None = None) -> dict[str, Any]:
+  # Compiled without LLVM optimisation: it runs once, and its unrolled random-number hashing otherwise takes seconds
+  # to compile (0.5 s against 4 s for the smoke MLP on a busy 2-core machine).
+  init = jax.jit(parts.init, out_shardings=sharding).lower(seed)
+  return init.compile(compiler_options={'xla_backend_optimization_level': 0})(seed)
 
 
 def init_model(config: ml_collections.ConfigDict, task_or_build_model: Task | Callable) -> nnx.Module:
   """The model, in train mode, exactly as a run of `config` starts from (for golden-value tests and scripts)."""
   build_model = task_or_build_model.build_model if isinstance(task_or_build_model, Task) else task_or_build_model
   parts = _build(config, build_model)
-  state = jax.jit(parts.init)()
+  state = _initial_state(parts, config.seed)
   return nnx.merge(parts.train_def, state['params'], state['rest'])
 
 
@@ -323,30 +335,42 @@ def _put(x: np.ndarray | jax.Array, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def _make_train_chunk(task: Task, parts: _Parts) -> Callable:
+@functools.lru_cache(maxsize=16)
+def _jitted_steps(
+  loss_fn: Callable, eval_fn: Callable, train_def: nnx.GraphDef, eval_def: nnx.GraphDef, optimizer: tuple, mesh
+) -> tuple[Callable, Callable]:
+  """The jitted training chunk and eval batch, shared by every run in this process with the same key.
+
+  Everything the traced functions depend on is in the key (or passed as arguments), so a second run of the same
+  task (a resume in a notebook, a sweep in one process, the tests) reuses the compiled programs.
+  """
+  tx = _make_tx(dict(optimizer))
+
   def one_step(state, batch):
     step = state['step']
     rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), step)
 
-    def loss_of(params):
-      model = nnx.merge(parts.train_def, params, state['rest'])
-      loss, extra = task.loss_fn(model, batch, rng)
+    def loss_of(params, rest):
+      # NNX lets a trace mutate only the variables created in it, and `grad` passes `rest` (not differentiated) in
+      # as is: rebuilding it here gives BatchNorm fresh variables it may update.
+      model = nnx.merge(train_def, params, jax.tree.map(lambda x: x, rest))
+      loss, extra = loss_fn(model, batch, rng)
       return loss, (extra, nnx.split(model, nnx.Param, ...)[2])
 
-    (loss, (extra, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state['params'])
+    (loss, (extra, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state['params'], state['rest'])
     if jnp.shape(loss) != ():
       raise ValueError(f'Task.loss_fn must return a scalar loss; got shape {jnp.shape(loss)}.')
     for name, value in extra.items():
       if jnp.shape(value) != () or name in GUARDED_METRICS:
         raise ValueError(f'Task.loss_fn extra metric {name!r} must be a scalar not named {GUARDED_METRICS}.')
-    updates, opt_state = parts.tx.update(grads, state['opt_state'], state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {
       'loss': loss,
       **extra,
-      'grad_norm': optax.global_norm(grads),
-      'param_norm': optax.global_norm(params),
-      'update_norm': optax.global_norm(updates),
+      'grad_norm': optax.tree.norm(grads),
+      'param_norm': optax.tree.norm(params),
+      'update_norm': optax.tree.norm(updates),
     }
     new_state = {'params': params, 'rest': rest, 'opt_state': opt_state, 'step': step + 1, 'rng': state['rng']}
     return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
@@ -354,13 +378,10 @@ def _make_train_chunk(task: Task, parts: _Parts) -> Callable:
   def train_chunk(state, batches):
     return jax.lax.scan(one_step, state, batches)
 
-  return train_chunk
-
-
-def _make_eval_batch(task: Task, parts: _Parts, seed: int) -> Callable:
-  def eval_batch(params, rest, batch, mask, split_index, step, batch_index):
-    rng = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(_eval_key(seed), split_index), step), batch_index)
-    values = task.eval_fn(nnx.merge(parts.eval_def, params, rest), batch, rng)
+  def eval_batch(params, rest, batch, mask, eval_key, split_index, step, batch_index):
+    rng = jax.random.wrap_key_data(eval_key)
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rng, split_index), step), batch_index)
+    values = eval_fn(nnx.merge(eval_def, params, rest), batch, rng)
     sums = {}
     for name, v in values.items():
       if jnp.shape(v) != mask.shape:
@@ -368,7 +389,14 @@ def _make_eval_batch(task: Task, parts: _Parts, seed: int) -> Callable:
       sums[name] = jnp.sum(jnp.where(mask, v.astype(jnp.float32), 0.0))
     return sums
 
-  return eval_batch
+  replicated = NamedSharding(mesh, P())
+  train_chunk = jax.jit(
+    train_chunk,
+    in_shardings=(replicated, NamedSharding(mesh, P(None, 'data'))),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
+  return train_chunk, jax.jit(eval_batch, out_shardings=replicated)
 
 
 def _check_data(name: str, arrays: Mapping[str, np.ndarray]) -> int:
@@ -528,7 +556,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   try:
     restored = checkpointer.restore_latest(abstract)
     if restored is None:
-      state = jax.jit(parts.init, out_shardings=replicated)()
+      state = _initial_state(parts, config.seed, replicated)
       window, since_eval = _Means(), _Means()
       logging.info(
         'Starting a new run in %s: %d steps of batch %d (%d per epoch), %d device(s).',
@@ -551,13 +579,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     writer = metric_writers.MetricWriter(workdir, step, enabled=is_writer)
     _write_status(workdir, 'running', step, schedule.total_steps)
 
-    train_chunk = jax.jit(
-      _make_train_chunk(task, parts),
-      in_shardings=(replicated, stacked_batch),
-      out_shardings=(replicated, replicated),
-      donate_argnums=0,
+    optimizer_key = tuple(sorted(config.optimizer.to_dict().items()))
+    train_chunk, eval_batch = _jitted_steps(
+      task.loss_fn, task.eval_fn, parts.train_def, parts.eval_def, optimizer_key, mesh
     )
-    eval_batch = jax.jit(_make_eval_batch(task, parts, config.seed), out_shardings=replicated)
+    eval_key = jax.random.key_data(_eval_key(config.seed))
 
     def evaluate(state, step) -> dict[str, float]:
       results = {}
@@ -572,7 +598,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
           batch = {k: _put(v[idx], eval_batch_sharding) for k, v in arrays.items()}
           sums.append(
             eval_batch(
-              state['params'], state['rest'], batch, _put(mask, eval_batch_sharding), split_index, step, batch_index
+              state['params'],
+              state['rest'],
+              batch,
+              _put(mask, eval_batch_sharding),
+              eval_key,
+              split_index,
+              step,
+              batch_index,
             )
           )
         # Summed on the host, in float64, once the device is done: no extra dispatch or compile per batch.
