@@ -1,0 +1,91 @@
+r"""Permutation-invariant MNIST, 784-1000-1000-10 (paper section 6.6, Figure 6): no normalization, BN, LN.
+
+Variants (`configs/mnist.py:norm=ln,batch_size=4`):
+  norm        none | bn | ln                                 (default ln)
+  batch_size  the paper's 128 (left panels) or 4 (right)     (default 128)
+  source      digits | idx | tfds (see experiments/data/mnist.py); default digits, or tfds with `paper`
+  smoke       seconds: small network, 2 epochs of digits
+  paper       the paper's data and sizes: MNIST 55k/5k/10k through TFDS, 1000-1000 hidden units, 60 epochs
+
+Commands:
+  python -m experiments.mnist --config configs/mnist.py:smoke --workdir runs/mnist_smoke
+  python -m experiments.mnist --config configs/mnist.py:norm=ln,batch_size=4 --workdir runs/mnist_ln_bs4
+  python -m experiments.mnist --config configs/mnist.py:paper,norm=bn,batch_size=4 --workdir runs/fig6_bn_bs4 \
+      --config.data.dir=~/tensorflow_datasets
+  python -m experiments.mnist --config configs/mnist.py:paper,source=idx --config.data.dir=/path/to/mnist --workdir W
+
+Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 6):
+  activation   ReLU (the paper's section 3 discusses ReLU units).
+  init         He (variance scaling 2.0, fan-in, truncated normal) for every weight matrix; biases, LN/BN gains 1 and
+               biases 0 (the paper's default). A linear layer that feeds a normalization has no bias of its own.
+  optimizer    Adam, learning rate 1e-3 (Adam's default), b1 0.9, b2 0.999, eps 1e-8, no clipping, for every norm
+               and batch size, so that the curves differ only by the normalization.
+  epochs       60 (Figure 6's x axis).
+  BN           on every layer including the logits (the paper's "applied to all layers"); unbiased batch variance at
+               batch size 4 (the paper) and below, biased above; running averages with momentum 0.99 for evaluation.
+  eps          1e-5 in LN and BN (the authors' Theano code).
+  metrics      Figure 6's NLL is taken to be the mean training NLL over each epoch ('train_epoch/loss'); its test
+               error is 'eval/test/error' on the 10k test set.
+  CPU scale    The default variant trains the paper's hidden sizes on scikit-learn's 8x8 digits (1,297 train, 250
+               valid, 250 test), the only real digit images available offline here.
+
+Measured (2-core CPU shared with other jobs; see the module's report for details):
+  TODO
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import common
+
+DIGITS_TRAIN_SIZE = 1_297
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, norm='ln', batch_size=128, source='', smoke=False, paper=False)
+  if arg.smoke and arg.paper:
+    raise ValueError('Choose at most one of the variants smoke and paper.')
+  config = common.base_config()
+
+  # Schedule
+  config.batch_size = arg.batch_size
+  config.num_epochs = 60
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1_000
+
+  # Data
+  config.data = ml_collections.ConfigDict()
+  config.data.source = arg.source or ('tfds' if arg.paper else 'digits')
+  config.data.dir = config_dict.placeholder(str)  # IDX files for source=idx; TFDS data dir for tfds (None: default).
+
+  # Model
+  config.model = ml_collections.ConfigDict()
+  config.model.norm = arg.norm
+  config.model.hidden_sizes = (1000, 1000)
+  config.model.bn_unbiased = arg.batch_size <= 4  # The paper: unbiased batch variance at batch size 4.
+  config.model.bn_momentum = 0.99
+  config.model.eps = 1e-5
+
+  # Optimizer
+  config.optimizer.learning_rate = 1e-3
+
+  if arg.paper:
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 10_000
+  if arg.smoke:
+    config.num_epochs = 2
+    config.model.hidden_sizes = (64, 64)
+    steps_per_epoch = DIGITS_TRAIN_SIZE // arg.batch_size  # Smoke runs read digits unless told otherwise.
+    config.log_every_steps = max(1, steps_per_epoch // 2)
+    config.checkpoint_every_steps = max(1, steps_per_epoch)
+    config.steps_per_dispatch = config.log_every_steps  # Every stop point a multiple of it: one compiled chunk.
+  return config
+
+
+def sweep(add):
+  """Figure 6's grid: every normalization at batch sizes 128 and 4. Each `add` names `get_config` variants."""
+  for batch_size in (128, 4):
+    for norm in ('bn', 'none', 'ln'):
+      add(norm=norm, batch_size=batch_size)

@@ -1,0 +1,178 @@
+"""Checkpoints with Orbax, each with a SHA-256 digest of its arrays, checked on restore.
+
+Orbax survives a SIGKILL mid-save (it writes to a temporary directory and renames it) but does not checksum array
+data, so a checkpoint whose files were damaged later can restore silently wrong numbers. Each checkpoint therefore
+holds two items: `state`, the arrays of the training state as one flat dict, and `meta`, JSON with the digest of those
+arrays, their tree paths and whatever the loop adds (the data position, host-side metric sums). `restore_latest`
+checks the digest and, if the latest checkpoint is corrupt, says so, moves it aside and uses the one before.
+
+The state is saved flat (one entry per leaf, named by its tree path) rather than as its own pytree, so that any
+pytree the loop holds (NNX states, optax's named tuples) saves and restores the same way, and so that a checkpoint
+written by a different model is refused by name, not by an obscure shape error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging as py_logging
+import os
+import re
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+CORRUPT_DIR = 'checkpoints_corrupt'
+
+
+class _QuietOrbax(py_logging.Filter):
+  """Drops Orbax's INFO records (a dozen lines per save) that would bury the progress line; keeps its warnings."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+_QUIET_ORBAX = _QuietOrbax()
+
+
+class CheckpointMismatchError(RuntimeError):
+  """A checkpoint holds a different set of arrays than the state being restored (the model or optimizer changed)."""
+
+
+def flat_names(tree: Any) -> list[str]:
+  """One readable, unique name per leaf of `tree`, in its flattening order (e.g. '0003_params_fc1_kernel_value')."""
+  paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [f'{i:04d}_' + re.sub(r'[^A-Za-z0-9]+', '_', p).strip('_') for i, p in enumerate(paths)]
+
+
+def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
+  """A NumPy copy of a (possibly replicated, possibly multi-host) array; the training state is fully replicated."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
+
+
+def digest(arrays: list[np.ndarray], names: list[str]) -> str:
+  """SHA-256 over each array's name, dtype, shape and bytes, in order."""
+  h = hashlib.sha256()
+  for name, a in zip(names, arrays, strict=True):
+    a = np.ascontiguousarray(a)
+    h.update(f'{name}|{a.dtype.str}|{a.shape}|'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+class Checkpointer:
+  """Saves and restores one training-state pytree (plus JSON metadata) in `directory`, keeping the newest few.
+
+  Args:
+    directory: where the checkpoints go (`<workdir>/checkpoints`).
+    max_to_keep: how many of the newest checkpoints to keep; 2 or more lets a corrupt one fall back.
+    read_only: never create, move or delete anything (for `load_model` on a finished or running run).
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 3, *, read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    self.read_only = read_only
+    absl_logger = logging.get_absl_logger()
+    if _QUIET_ORBAX not in absl_logger.filters:
+      absl_logger.addFilter(_QUIET_ORBAX)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      # Synchronous: the digest is taken from the same host copy, and a finished `save` is a durable checkpoint.
+      enable_async_checkpointing=False,
+      create=not read_only,
+      read_only=read_only,
+      cleanup_tmp_directories=not read_only,  # Left by a process killed mid-save; never a usable checkpoint.
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'meta'))
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, tree: Any, meta: dict) -> None:
+    """Saves `tree` (arrays) at `step` with `meta` (JSON-able) and the digest of the arrays."""
+    leaves = jax.tree.leaves(tree)
+    names = flat_names(tree)
+    host = [to_host(x) for x in leaves]
+    meta = dict(meta, step=int(step), names=names, digest=digest(host, names))
+    flat = dict(zip(names, leaves, strict=True))
+    self._manager.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)), force=True
+    )
+    self._manager.wait_until_finished()
+
+  def _restore(self, step: int, abstract_tree: Any) -> tuple[Any, dict]:
+    names = flat_names(abstract_tree)
+    leaves, treedef = jax.tree.flatten(abstract_tree)
+    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    if meta.get('names') != names:
+      saved, wanted = set(meta.get('names') or ()), set(names)
+      raise CheckpointMismatchError(
+        f'The checkpoint at step {step} in {self.directory} holds different arrays than this model and optimizer '
+        f'(only in the checkpoint: {sorted(saved - wanted)[:5]}; only in the model: {sorted(wanted - saved)[:5]}). '
+        'Was the code or config changed? Use a new workdir for a different model.'
+      )
+    abstract_flat = dict(zip(names, leaves, strict=True))
+    restored = self._manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_flat), meta=ocp.args.JsonRestore())
+    )
+    flat = restored['state']
+    arrays = [flat[n] for n in names]
+    actual = digest([to_host(a) for a in arrays], names)
+    if actual != meta['digest']:
+      raise ValueError(
+        f'digest mismatch: the arrays hash to {actual[:12]}..., the checkpoint recorded {meta["digest"][:12]}...'
+      )
+    return jax.tree.unflatten(treedef, arrays), meta
+
+  def restore_latest(self, abstract_tree: Any) -> tuple[Any, dict] | None:
+    """Restores the newest checkpoint whose arrays match their digest, or returns None if there is none.
+
+    Args:
+      abstract_tree: the state's structure, with `jax.ShapeDtypeStruct` leaves carrying the wanted shardings.
+
+    Returns:
+      (state tree, meta dict) or None.
+
+    Raises:
+      CheckpointMismatchError: the checkpoint is intact but belongs to a different model or optimizer.
+    """
+    for step in reversed(self.steps()):
+      try:
+        return self._restore(step, abstract_tree)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # Any failure to read a checkpoint back means it is unusable.
+        logging.error(
+          'The checkpoint at step %d in %s is corrupt (%s: %s); trying the one before.',
+          step,
+          self.directory,
+          type(e).__name__,
+          e,
+        )
+        self._set_aside(step)
+    return None
+
+  def _set_aside(self, step: int) -> None:
+    """Moves a corrupt checkpoint out of Orbax's sight (kept for inspection), so that its step can be saved again."""
+    if self.read_only:
+      return
+    if jax.process_index() == 0:
+      target = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
+      if os.path.exists(target):
+        shutil.rmtree(target)
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+      logging.error('Moved the corrupt checkpoint to %s.', target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f'checkpoint_set_aside_{step}')
+    self._manager.reload()
+
+  def close(self) -> None:
+    self._manager.close()
