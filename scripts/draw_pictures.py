@@ -1,0 +1,70 @@
+"""Pictures of a trained DRAW model, from its workdir's latest good checkpoint.
+
+  python -m scripts.draw_pictures runs/fig4/norm=ln [--num_samples 64] [--num_sequences 8] [--steps 8] [--out DIR]
+
+Writes `samples.png` (a grid of generated images: the final canvas's Bernoulli means) and `drawing.png` (for a few
+samples, the canvas after evenly spaced glimpses, left to right: the drawing sequence DRAW is known for) into `--out`
+(default: the workdir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import jax
+import numpy as np
+
+from experiments import draw, train
+from experiments.draw_pictures import drawing_sequence, samples_grid, save_png
+
+
+def write_pictures(
+  workdir: str, out_dir: str, *, num_samples: int = 64, num_sequences: int = 8, steps: int = 8, seed: int = 0
+) -> list[str]:
+  """Samples from the model in `workdir` and writes the PNGs; returns their paths."""
+  config = train.read_config(workdir)
+  model = train.load_model(workdir, draw.build_task(config))
+  canvases_TxNxHxW = np.asarray(model.sample(max(num_samples, num_sequences), jax.random.key(seed)))
+  os.makedirs(out_dir, exist_ok=True)
+  grid = samples_grid(canvases_TxNxHxW[-1, :num_samples], ncols=math.ceil(math.sqrt(num_samples)))
+  sequence = drawing_sequence(canvases_TxNxHxW[:, :num_sequences], steps=min(steps, canvases_TxNxHxW.shape[0]))
+  return [
+    save_png(grid, os.path.join(out_dir, 'samples.png')),
+    save_png(sequence, os.path.join(out_dir, 'drawing.png')),
+  ]
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('workdir', help='A DRAW run directory (experiments.draw --workdir).')
+  parser.add_argument('--out', help='Where to write the PNGs (default: the workdir).')
+  parser.add_argument('--num_samples', type=int, default=64)
+  parser.add_argument('--num_sequences', type=int, default=8)
+  parser.add_argument('--steps', type=int, default=8, help='Glimpses shown per drawing sequence.')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  if min(args.num_samples, args.num_sequences, args.steps) < 1:
+    parser.error('--num_samples, --num_sequences and --steps must be positive.')
+  try:
+    paths = write_pictures(
+      args.workdir,
+      args.out or args.workdir,
+      num_samples=args.num_samples,
+      num_sequences=args.num_sequences,
+      steps=args.steps,
+      seed=args.seed,
+    )
+  except FileNotFoundError as e:
+    print(
+      f'Error: {e} Train it first: python -m experiments.draw --config configs/draw.py --workdir DIR', file=sys.stderr
+    )
+    return 1
+  print('\n'.join(paths))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,107 @@
+"""DRAW on the shared loop (Figure 4): the config's variants, validation, a smoke run whose bound decreases, and the
+pictures command on its checkpoint."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import draw as draw_config
+from experiments import draw
+from experiments.draw_model import DRAW, negative_elbo
+from scripts import draw_pictures
+
+
+def test_config_variants_follow_the_paper():
+  paper = draw_config.get_config('paper,norm=none')
+  sizes = {k: paper.model[k] for k in draw.SIZE_FIELDS}
+  assert sizes == {'hidden': 256, 'latent': 100, 'glimpses': 64, 'read_n': 2, 'write_n': 5}
+  assert (paper.model.norm, paper.data.source, paper.batch_size, paper.num_epochs) == ('none', 'amat', 128, 200)
+  assert paper.optimizer.learning_rate == 1e-3
+  assert draw_config.get_config().data.source == 'digits'
+  points = []
+  draw_config.sweep(lambda **kw: points.append(kw))
+  assert points == [{'norm': 'none'}, {'norm': 'ln'}]
+  with pytest.raises(ValueError, match='smoke and paper'):
+    draw_config.get_config('smoke,paper')
+
+
+def test_loss_and_eval_are_the_models_bound():
+  config = draw_config.get_config('smoke')
+  model = draw.build_model(config.model, (8, 8), nnx.Rngs(0))
+  x = (np.random.default_rng(0).uniform(size=(5, 8, 8)) < 0.3).astype(np.uint8)
+  key = jax.random.key(3)
+  want = negative_elbo(model, x.astype(np.float32), key)
+  loss, extra = draw.loss_fn(model, {'image': x}, key)
+  np.testing.assert_allclose(loss, want.mean(), rtol=1e-6)
+  np.testing.assert_allclose(extra['reconstruction'] + extra['kl'], loss, rtol=1e-6)
+  values = draw.eval_fn(model, {'image': x}, key)
+  np.testing.assert_allclose(values['nll_bound'], want, rtol=1e-6)
+  assert isinstance(model, DRAW) and model.norm == 'ln'
+
+
+@pytest.mark.parametrize(
+  'override,match',
+  [
+    ({'model.norm': 'bn'}, r'config.model.norm must be one of none, ln'),
+    ({'model.glimpses': 0}, r'config.model.glimpses must be a positive int'),
+    ({'data.source': 'amat', 'data.dir': '/nonexistent/draw'}, r'config.data \(source=.amat.'),
+    ({'optimizer.learning_rate': -1.0}, r'config.optimizer.learning_rate must be a positive number'),
+  ],
+)
+def test_validate_rejects_bad_values(override, match):
+  config = draw_config.get_config('smoke')
+  with config.unlocked():
+    for key, value in override.items():
+      node = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    draw.validate(config)
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('draw_smoke'))
+  config = draw_config.get_config('smoke')
+  metrics = draw.train_and_evaluate(config, workdir)
+  return workdir, metrics
+
+
+def test_smoke_run_bound_is_finite_and_decreases(smoke_run):
+  workdir, metrics = smoke_run
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  losses = [r['train/loss'] for r in rows if 'train/loss' in r]
+  bounds = [r['eval/test/nll_bound'] for r in rows if 'eval/test/nll_bound' in r]
+  assert len(losses) >= 3 and len(bounds) >= 2
+  assert np.all(np.isfinite(losses)) and np.all(np.isfinite(bounds))
+  # 8x8 binary images: the bound starts near 64 * log 2 = 44 nats and must come down within two epochs.
+  assert losses[-1] < losses[0] - 1.0
+  assert bounds[-1] < bounds[0]
+  assert metrics['eval/test/nll_bound'] == pytest.approx(bounds[-1])
+
+
+def test_pictures_from_the_checkpoint(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  paths = draw_pictures.write_pictures(workdir, str(tmp_path), num_samples=9, num_sequences=2, steps=3)
+  assert [os.path.basename(p) for p in paths] == ['samples.png', 'drawing.png']
+  import matplotlib.image
+
+  samples = matplotlib.image.imread(paths[0])
+  drawing = matplotlib.image.imread(paths[1])
+  # A 3x3 grid of 8x8 images with 1-pixel padding; 2 sequences (rows) of 3 glimpses (columns).
+  assert samples.shape[:2] == (3 * 9 + 1, 3 * 9 + 1)
+  assert drawing.shape[:2] == (2 * 9 + 1, 3 * 9 + 1)
+  # Generated images are Bernoulli means in [0, 1], not the blank padding everywhere.
+  assert samples.min() >= 0.0 and samples[1:9, 1:9].std() > 0
+
+
+def test_pictures_command_says_when_there_is_no_checkpoint(tmp_path, capsys):
+  assert draw_pictures.main([str(tmp_path / 'missing')]) == 1
+  assert 'Train it first' in capsys.readouterr().err
