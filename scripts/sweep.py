@@ -4,11 +4,12 @@
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --jobs 2                       # local process pool
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --executor slurm --slurm_partition gpu --gpus_per_node 1
 
-The config file's `sweep(add)` calls `add(**overrides)` once per point (big_vision's convention), with config fields
-as keys and dotted keys for nested fields: `add(norm='ln', batch_size=4)`, `add(**{'optimizer.learning_rate': 1e-3})`.
-Each point runs
+The config file's `sweep(add)` calls `add(**overrides)` once per point (big_vision's convention). A key that the
+config's `get_config` accepts as a variant (`add(norm='ln', batch_size=4)` for `configs/mnist.py:norm=ln,batch_size=4`)
+is passed as one, so whatever the variant derives from it is set too (at batch size 4, BN's unbiased variance); any
+other key is a config field, dotted for nested fields (`add(**{'optimizer.learning_rate': 1e-3})`). Each point runs
 
-  python -m experiments.<config file name> --config CONFIG[:VARIANT] --config.<key>=<value>... --workdir ROOT/<name>
+  python -m experiments.<config file name> --config CONFIG[:VARIANTS] --config.<field>=<value>... --workdir ROOT/<name>
 
 where <name> is the overrides as `key=value` joined by commas (e.g. `norm=ln,batch_size=4`), which scripts.plot
 reads back as labels. Re-running a sweep re-runs every point; each run resumes from its workdir's last checkpoint, so
@@ -64,13 +65,36 @@ def collect_points(module, path: str) -> list[dict[str, Any]]:
   return points
 
 
+def join_variants(*variants: str | None) -> str | None:
+  """'smoke' + 'norm=ln' -> 'smoke,norm=ln'; None when there is none."""
+  return ','.join(v for v in variants if v) or None
+
+
+def split_point(module, variant: str | None, overrides: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+  """Splits a point into the variants `get_config` accepts (joined after `variant`) and plain field overrides."""
+  get_config = getattr(module, 'get_config', None)
+  variants, fields = [], {}
+  for key, value in overrides.items():
+    candidate = f'{key}={format_value(value)}'
+    try:
+      if get_config is None or '.' in key:
+        raise ValueError
+      get_config(join_variants(variant, *variants, candidate))
+    except ValueError:  # Not a variant of this config (or not a valid value for one): a config field.
+      fields[key] = value
+    else:
+      variants.append(candidate)
+  return join_variants(variant, *variants), fields
+
+
 def check_keys(module, path: str, variant: str | None, points: list[dict[str, Any]]) -> None:
-  """Fails fast on a misspelled override, before anything is launched, by looking each key up in the config."""
+  """Fails fast on a misspelled override, before anything is launched, by looking each field up in the config."""
   get_config = getattr(module, 'get_config', None)
   if get_config is None:
     return
-  config = get_config() if variant is None else get_config(variant)
-  for overrides in points:
+  for point in points:
+    point_variant, overrides = split_point(module, variant, point)
+    config = get_config() if point_variant is None else get_config(point_variant)
     for key in overrides:
       node = config
       for i, part in enumerate(key.split('.')):
@@ -80,7 +104,8 @@ def check_keys(module, path: str, variant: str | None, points: list[dict[str, An
           where = '.'.join(key.split('.')[:i]) or 'the config'
           known = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else 'none (not a section)'
           raise ValueError(
-            f'{path}: sweep point {overrides} overrides {key!r}, but {where} has no field {part!r} (fields: {known}).'
+            f'{path}: sweep point {point} overrides {key!r}, which is no variant of get_config, and {where} has no '
+            f'field {part!r} (fields: {known}).'
           ) from None
 
 
@@ -98,7 +123,12 @@ def workdir_name(overrides: dict[str, Any]) -> str:
 
 
 def build_points(
-  config_path: str, variant: str | None, root: str, module: str | None = None, python: str = sys.executable
+  config_path: str,
+  variant: str | None,
+  root: str,
+  module: str | None = None,
+  python: str = sys.executable,
+  extra: Sequence[str] = (),
 ) -> list[Point]:
   """Reads the config's sweep and turns each point into its command line.
 
@@ -108,6 +138,7 @@ def build_points(
     root: the sweep's root directory; each point's workdir is ROOT/<workdir_name(overrides)>.
     module: the experiment module to run; None: experiments.<config file name>.
     python: the interpreter that runs the points.
+    extra: `field=value` overrides given to every point (e.g. `data.dir=/usr/share/datasets/fashion-mnist`).
 
   Returns:
     The points, in the order `sweep(add)` added them.
@@ -115,16 +146,23 @@ def build_points(
   config_module = load_config_module(config_path)
   all_overrides = collect_points(config_module, config_path)
   check_keys(config_module, config_path, variant, all_overrides)
+  for item in extra:
+    key, has_value, _ = item.partition('=')
+    if not has_value:
+      raise ValueError(f'--set {item!r}: expected FIELD=VALUE, e.g. --set data.dir=/usr/share/datasets/fashion-mnist')
+    check_keys(config_module, config_path, variant, [{key: None}])
   module = module or 'experiments.' + os.path.splitext(os.path.basename(config_path))[0]
-  config_arg = config_path if variant is None else f'{config_path}:{variant}'
   points, seen = [], {}
   for overrides in all_overrides:
     name = workdir_name(overrides)
     if name in seen:
       raise ValueError(f'{config_path}: sweep points {seen[name]} and {overrides} would share workdir {name}.')
     seen[name] = overrides
+    point_variant, fields = split_point(config_module, variant, overrides)
+    config_arg = config_path if point_variant is None else f'{config_path}:{point_variant}'
     argv = [python, '-m', module, '--config', config_arg]
-    argv += [f'--config.{k}={format_value(v)}' for k, v in overrides.items()]
+    argv += [f'--config.{k}={format_value(v)}' for k, v in fields.items()]
+    argv += [f'--config.{item}' for item in extra]
     argv += ['--workdir', os.path.join(root, name)]
     points.append(Point(name, overrides, argv))
   return points
@@ -198,6 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument('--jobs', type=int, default=1, help='local: runs at a time; slurm: array parallelism')
   parser.add_argument('--dry-run', action='store_true', help='print the commands, launch nothing')
+  parser.add_argument(
+    '--set',
+    dest='extra',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='config field override for every point (repeatable), e.g. --set data.dir=/usr/share/datasets/fashion-mnist',
+  )
   parser.add_argument('--module', help='experiment module to run (default: experiments.<config file name>)')
   slurm = parser.add_argument_group('slurm / submitit')
   slurm.add_argument('--slurm_partition')
@@ -211,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f'--jobs must be at least 1, got {args.jobs}.')
 
   try:
-    points = build_points(args.config, args.variant, args.root, args.module)
+    points = build_points(args.config, args.variant, args.root, args.module, extra=args.extra)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -20,6 +20,14 @@ def get_config(arg=None):
   config.variant = arg or ''
   config.norm = 'none'
   config.batch_size = 128
+  for item in filter(None, (arg or '').split(',')):  # Variants, as configs.common.parse_arg reads them.
+    key, _, value = item.partition('=')
+    if key not in ('norm', 'batch_size', 'smoke'):
+      raise ValueError(f'Unknown config variant {key!r}')
+    if key == 'batch_size':
+      config.batch_size = int(value)
+    elif key == 'norm':
+      config.norm = value
   config.optimizer = ml_collections.ConfigDict({'learning_rate': 1e-3, 'b1': 0.9})
   return config
 
@@ -70,13 +78,15 @@ def test_dry_run_prints_one_command_per_point(tmp_path, capsys):
   assert sweep.main([config, '--variant', 'smoke', '--root', root, '--dry-run']) == 0
   commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
   assert len(commands) == 7
+  # Keys get_config accepts as variants go after the colon (so what the variant derives is set too); the rest are
+  # config fields.
   assert commands[0] == [
-    sys.executable, '-m', 'experiments.toy', '--config', f'{config}:smoke',
-    '--config.norm=bn', '--config.batch_size=128', '--workdir', f'{root}/norm=bn,batch_size=128',
+    sys.executable, '-m', 'experiments.toy', '--config', f'{config}:smoke,norm=bn,batch_size=128',
+    '--workdir', f'{root}/norm=bn,batch_size=128',
   ]  # fmt: skip
-  assert commands[5][-3:] == ['--config.batch_size=4', '--workdir', f'{root}/norm=ln,batch_size=4']
-  assert commands[6][5:] == [
-    '--config.optimizer.learning_rate=0.01', '--config.norm=ln',
+  assert commands[5][-3:] == [f'{config}:smoke,norm=ln,batch_size=4', '--workdir', f'{root}/norm=ln,batch_size=4']
+  assert commands[6][4:] == [
+    f'{config}:smoke,norm=ln', '--config.optimizer.learning_rate=0.01',
     '--workdir', f'{root}/optimizer.learning_rate=0.01,norm=ln',
   ]  # fmt: skip
   assert not os.path.exists(root)  # A dry run launches and creates nothing.
@@ -102,12 +112,23 @@ def test_misspelled_key_fails_before_launch(tmp_path, capsys):
   config = write_config(tmp_path, CONFIG.replace("'optimizer.learning_rate'", "'optimizer.lr'"))
   assert sweep.main([config, '--root', str(tmp_path / 'r')]) == 2
   err = capsys.readouterr().err
-  assert "overrides 'optimizer.lr', but optimizer has no field 'lr' (fields: b1, learning_rate)" in err
+  assert "overrides 'optimizer.lr', which is no variant of get_config, and optimizer has no field 'lr'" in err
+  assert '(fields: b1, learning_rate)' in err
   assert config in err
   assert not os.path.exists(tmp_path / 'r')
   config = write_config(tmp_path, CONFIG.replace('add(norm=norm, ', 'add(nrom=norm, '))
-  with pytest.raises(ValueError, match=r"overrides 'nrom', but the config has no field 'nrom' \(fields: batch_size"):
+  with pytest.raises(ValueError, match=r"'nrom', which is no variant .* has no field 'nrom' \(fields: batch_size"):
     sweep.build_points(config, None, 'r')
+
+
+def test_set_overrides_a_field_at_every_point_and_is_checked(tmp_path):
+  config = write_config(tmp_path)
+  points = sweep.build_points(config, None, 'r', python='py', extra=['optimizer.b1=0.5'])
+  assert all(p.argv[-3] == '--config.optimizer.b1=0.5' for p in points)
+  with pytest.raises(ValueError, match=r"'optimizer\.b2', which is no variant"):
+    sweep.build_points(config, None, 'r', extra=['optimizer.b2=0.5'])
+  with pytest.raises(ValueError, match='expected FIELD=VALUE'):
+    sweep.build_points(config, None, 'r', extra=['optimizer.b1'])
 
 
 def test_config_errors(tmp_path):
