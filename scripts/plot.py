@@ -138,10 +138,16 @@ def load_run(path: str) -> Run:
   )
 
 
+# Folders scripts.sweep writes beside the workdirs.
+SWEEP_SIDE_DIRS = ('logs', 'submitit')
+
+
 def find_runs(paths: Iterable[str]) -> list[str]:
   """Workdirs named by `paths`: each path itself if it has metrics.jsonl, else its subdirectories that do."""
   runs = []
   for path in paths:
+    if os.path.basename(os.path.normpath(path)) in SWEEP_SIDE_DIRS:
+      continue  # `runs/fig6/*` also matches the sweep's own logs/ and submitit/ folders.
     if os.path.isfile(os.path.join(path, METRICS_FILE)) or not os.path.isdir(path):
       runs.append(path)  # A path that is no directory fails in load_run with the file's name.
       continue

@@ -1,6 +1,7 @@
 """scripts.plot on workdirs written here: the figure's data, scales and labels, and errors that name the file."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -151,3 +152,13 @@ def test_unknown_metric_lists_logged_ones(fig6_root):
     plot.make_figure([str(fig6_root)], metrics=['train/nll_typo'])
   with pytest.raises(ValueError, match='fig6 takes two metrics'):
     plot.make_figure([str(fig6_root)], 'fig6', metrics=['train/loss'])
+
+
+def test_a_glob_over_a_sweep_root_skips_the_sweeps_own_folders(tmp_path):
+  rows = [{'step': 1, 'epoch': 1, 'eval/test/nll_bound': 3.0}]
+  for name in ('norm=ln', 'norm=none'):
+    write_run(tmp_path / name, None, rows)
+  (tmp_path / 'logs').mkdir()
+  (tmp_path / 'submitit').mkdir()
+  found = plot.find_runs(sorted(str(p) for p in tmp_path.iterdir()))
+  assert [os.path.basename(p) for p in found] == ['norm=ln', 'norm=none']
