@@ -26,26 +26,8 @@ import optax
 from flax import nnx
 
 from experiments import cli, train
+from experiments.data.mnist import check_source, load_mnist
 from layernorm import BatchNorm, LayerNorm
-
-try:
-  from experiments.data.mnist import check_source, load_mnist
-except ModuleNotFoundError:  # The data sources live on another branch until it is merged: a digits-only stand-in.
-
-  def check_source(source: str, data_dir: str | None = None) -> None:
-    if source != 'digits':
-      raise ValueError(f'MNIST source {source!r} is not available in this checkout; use source=digits.')
-
-  def load_mnist(source: str, data_dir: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    check_source(source, data_dir)
-    from sklearn import datasets
-
-    digits = datasets.load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    order = np.random.default_rng(0).permutation(len(images))
-    parts = {'test': order[:250], 'valid': order[250:500], 'train': order[500:]}
-    return {k: (images[i], digits.target[i].astype(np.int32)) for k, i in parts.items()}
-
 
 NORMS = ('none', 'bn', 'ln')
 
