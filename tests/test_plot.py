@@ -87,6 +87,18 @@ def test_fig6_metric_names_configurable_and_step_axis(tmp_path):
   np.testing.assert_array_equal(lines_by_label(error_ax)['LayerNorm'].get_ydata(), [0.5, 0.25])
 
 
+def test_fig6_prefers_the_epoch_mean_training_loss_to_a_single_steps(tmp_path):
+  # The loop logs both: the last step's loss (noisy at batch size 4) and the mean over the epoch (Figure 6's NLL).
+  rows = [
+    {'step': 10, 'epoch': 1, 'train/loss': 0.9, 'train_epoch/loss': 0.5, 'eval/test/error': 0.1},
+    {'step': 20, 'epoch': 2, 'train/loss': 0.05, 'train_epoch/loss': 0.2, 'eval/test/error': 0.05},
+  ]
+  write_run(tmp_path / 'ln', {'norm': 'ln', 'batch_size': 4}, rows)
+  nll_ax, _ = plot.make_figure([str(tmp_path / 'ln')], 'fig6').axes
+  assert nll_ax.get_ylabel() == 'train_epoch/loss (log scale)'
+  np.testing.assert_array_equal(lines_by_label(nll_ax)['LayerNorm'].get_ydata(), [0.5, 0.2])
+
+
 def test_curves_layout_labels_from_dir_names(tmp_path):
   # No config.json: the sweep launcher's `key=value` directory names still label the curves.
   bound = [{'step': s, 'epoch': s // 2, 'eval/test/bound': 100 - s} for s in range(4)]
