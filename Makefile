@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The demo: Figure 6's right-hand panels (batch size 4) on scikit-learn's bundled digits, a few epochs per norm.
+DEMO_DIR ?= runs/demo
+DEMO_EPOCHS ?= 8
 
 .PHONY: demo test lint bench clean
 
@@ -12,8 +15,14 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# Table 1, then the three norms at batch size 4 and their Figure 6 plot. Re-running resumes or reports each run done.
 demo: $(STAMP)
 	$(PY) -m scripts.invariance_table
+	for norm in none bn ln; do \
+	  $(PY) -m experiments.mnist --config configs/mnist.py:norm=$$norm,batch_size=4 \
+	    --config.num_epochs=$(DEMO_EPOCHS) --workdir $(DEMO_DIR)/norm=$$norm,batch_size=4 || exit 1; \
+	done
+	$(PY) -m scripts.plot $(DEMO_DIR)/norm=*,batch_size=4 --layout fig6 --out $(DEMO_DIR)/fig6.png
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -22,6 +31,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Benchmarks are not tests: see benchmarks/README.md for pinning (taskset) and the allocator (tcmalloc).
 bench: $(STAMP)
 	$(PY) -m benchmarks.layer_norm
 
