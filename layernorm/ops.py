@@ -7,10 +7,23 @@ adds `eps` to the variance as the authors' Theano code does, and applies an opti
 
 Statistics are computed in float32 (float64 for float64 input) whatever the input's precision; the output has the
 input's dtype. The variance is the two-pass form mean((x - mean)^2), which stays accurate when |mean| >> std.
+
+The derivative is hand-written as a `jax.custom_jvp` rule rather than left to autodiff of the forward. Autodiff's
+backward of the forward's ops compiles to many small XLA kernels (one per mean, broadcast and rsqrt chain); the rule
+below gives the textbook backward in closed form,
+
+    xhat = (x - mean) * rstd,  g = dy * scale,
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dscale = sum(dy * xhat),  dbias = sum(dy),
+
+with means over the normalized axes and sums over the batch axes. It is written as a JVP that is linear in the
+tangents (the map dx -> rstd * (dx - mean(dx) - xhat * mean(dx * xhat)) is its own transpose), so JAX transposes it
+into exactly that backward for `grad`/`vjp`, while `jvp`, `jacfwd` and `hessian` keep working. A `jax.custom_vjp`
+would give the same backward but break forward-mode differentiation, which researchers use.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -101,14 +114,53 @@ def layer_norm(
   _check_param('scale', scale, feature_shape, axes)
   _check_param('bias', bias, feature_shape, axes)
 
-  dtype = compute_dtype(x.dtype)
-  x32 = x.astype(dtype)
-  mean = jnp.mean(x32, axis=axes, keepdims=True)
-  centred = x32 - mean
-  var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
-  y = centred * jax.lax.rsqrt(var + eps)
-  if scale is not None:
-    y = y * _broadcastable(jnp.asarray(scale).astype(dtype), x.shape, axes)
+  scale = None if scale is None else jnp.asarray(scale)
+  bias = None if bias is None else jnp.asarray(bias)
+  return _layer_norm(x, scale, bias, axes, float(eps))
+
+
+def _normalize(x: jax.Array, axes: tuple[int, ...], eps: float) -> tuple[jax.Array, jax.Array]:
+  """Returns xhat = (x - mean) * rstd in the compute dtype, and rstd (kept dims), with the two-pass variance."""
+  x = x.astype(compute_dtype(x.dtype))
+  mean = jnp.mean(x, axis=axes, keepdims=True)
+  centred = x - mean
+  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=axes, keepdims=True) + eps)
+  return centred * rstd, rstd
+
+
+def _affine(
+  xhat: jax.Array, scale: jax.Array | None, bias: jax.Array | None, axes: tuple[int, ...]
+) -> tuple[jax.Array, jax.Array | None]:
+  """Returns xhat * scale + bias and the broadcastable scale (None when absent), in xhat's dtype."""
+  s = None if scale is None else _broadcastable(scale.astype(xhat.dtype), xhat.shape, axes)
+  y = xhat if s is None else xhat * s
   if bias is not None:
-    y = y + _broadcastable(jnp.asarray(bias).astype(dtype), x.shape, axes)
+    y = y + _broadcastable(bias.astype(xhat.dtype), xhat.shape, axes)
+  return y, s
+
+
+# eps is a non-differentiable argument: custom_jvp needs a fixed pytree of differentiable inputs, and nobody
+# differentiates with respect to eps. It must be a Python number (it is converted in `layer_norm`).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _layer_norm(x, scale, bias, axes, eps):
+  xhat, _ = _normalize(x, axes, eps)
+  y, _ = _affine(xhat, scale, bias, axes)
   return y.astype(x.dtype)
+
+
+@_layer_norm.defjvp
+def _layer_norm_jvp(axes, eps, primals, tangents):
+  x, scale, bias = primals
+  dx, dscale, dbias = tangents
+  xhat, rstd = _normalize(x, axes, eps)
+  y, s = _affine(xhat, scale, bias, axes)
+  # Tangent of xhat, written linear in dx with xhat and rstd as the only residuals, so its transpose is the
+  # closed-form backward (and the forward's intermediates other than xhat need not be kept).
+  dx = dx.astype(xhat.dtype)
+  dxhat = rstd * (dx - jnp.mean(dx, axis=axes, keepdims=True) - xhat * jnp.mean(dx * xhat, axis=axes, keepdims=True))
+  dy = dxhat if s is None else dxhat * s
+  if scale is not None:
+    dy = dy + xhat * _broadcastable(dscale.astype(xhat.dtype), x.shape, axes)
+  if bias is not None:
+    dy = dy + _broadcastable(dbias.astype(xhat.dtype), x.shape, axes)
+  return y.astype(x.dtype), dy.astype(x.dtype)
