@@ -119,13 +119,17 @@ def layer_norm(
   return _layer_norm(x, scale, bias, axes, float(eps))
 
 
-def _normalize(x: jax.Array, axes: tuple[int, ...], eps: float) -> tuple[jax.Array, jax.Array]:
-  """Returns xhat = (x - mean) * rstd in the compute dtype, and rstd (kept dims), with the two-pass variance."""
+def _statistics(x: jax.Array, axes: tuple[int, ...], eps: float) -> tuple[jax.Array, jax.Array]:
+  """Returns mean and rstd = 1 / sqrt(var + eps) (kept dims, compute dtype), with the two-pass variance."""
   x = x.astype(compute_dtype(x.dtype))
   mean = jnp.mean(x, axis=axes, keepdims=True)
-  centred = x - mean
-  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=axes, keepdims=True) + eps)
-  return centred * rstd, rstd
+  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True) + eps)
+  return mean, rstd
+
+
+def _normalize(x: jax.Array, mean: jax.Array, rstd: jax.Array) -> jax.Array:
+  """Returns xhat = (x - mean) * rstd in the dtype of the statistics."""
+  return (x.astype(mean.dtype) - mean) * rstd
 
 
 def _affine(
@@ -143,8 +147,7 @@ def _affine(
 # differentiates with respect to eps. It must be a Python number (it is converted in `layer_norm`).
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _layer_norm(x, scale, bias, axes, eps):
-  xhat, _ = _normalize(x, axes, eps)
-  y, _ = _affine(xhat, scale, bias, axes)
+  y, _ = _affine(_normalize(x, *_statistics(x, axes, eps)), scale, bias, axes)
   return y.astype(x.dtype)
 
 
@@ -152,10 +155,19 @@ def _layer_norm(x, scale, bias, axes, eps):
 def _layer_norm_jvp(axes, eps, primals, tangents):
   x, scale, bias = primals
   dx, dscale, dbias = tangents
-  xhat, rstd = _normalize(x, axes, eps)
-  y, s = _affine(xhat, scale, bias, axes)
-  # Tangent of xhat, written linear in dx with xhat and rstd as the only residuals, so its transpose is the
-  # closed-form backward (and the forward's intermediates other than xhat need not be kept).
+  mean, rstd = _statistics(x, axes, eps)
+  # Two optimization barriers, one feeding the output and one feeding the derivative, so that XLA computes xhat
+  # inside each consumer from x and the per-row statistics instead of sharing one full-size xhat (and broadcast
+  # copies of rstd and scale) between the forward and the backward. On XLA:CPU this removes two full-size
+  # intermediate buffers from forward+backward and measured 10-20% faster at 3200x400 and larger (benchmarks/
+  # README.md); it costs nothing when the op is not differentiated (the primal function above has no barrier).
+  # The second barrier lists its operands in another order so that XLA cannot merge the two.
+  y, _ = _affine(_normalize(*jax.lax.optimization_barrier((x, mean, rstd))), scale, bias, axes)
+  mean, rstd, x, scale = jax.lax.optimization_barrier((mean, rstd, x, scale))
+  xhat = _normalize(x, mean, rstd)
+  s = None if scale is None else _broadcastable(scale.astype(xhat.dtype), x.shape, axes)
+  # Tangent of xhat, linear in dx with x, mean and rstd as its residuals, so that its transpose is the closed-form
+  # backward.
   dx = dx.astype(xhat.dtype)
   dxhat = rstd * (dx - jnp.mean(dx, axis=axes, keepdims=True) - xhat * jnp.mean(dx * xhat, axis=axes, keepdims=True))
   dy = dxhat if s is None else dxhat * s
