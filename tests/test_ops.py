@@ -181,8 +181,7 @@ def _assert_close(got, want, tol):
 
 GRAD_CASES = [
   ((4, 1000), -1),
-  ((3, 5, 8), (1, 2)),
-  ((3, 5, 8), (0, 2)),
+  ((3, 5, 8), (0, 2)),  # Non-adjacent axes.
   ((2, 3, 4, 5), (-1, -3)),
 ]
 AFFINE = [(), ('scale',), ('scale', 'bias')]
