@@ -105,7 +105,7 @@ def layer_norm(
     The normalized array, with the dtype and shape of `x`.
 
   Raises:
-    TypeError: `x` is not floating point.
+    TypeError: `x` is not floating point, or `eps` is a traced value (it must be a Python number).
     ValueError: an axis is out of range, or `scale` or `bias` has the wrong shape.
   """
   x = jnp.asarray(x)
@@ -115,9 +115,19 @@ def layer_norm(
   _check_param('scale', scale, feature_shape, axes)
   _check_param('bias', bias, feature_shape, axes)
 
-  scale = None if scale is None else jnp.asarray(scale)
-  bias = None if bias is None else jnp.asarray(bias)
-  return _layer_norm(x, scale, bias, axes, float(eps))
+  # Parameters enter the custom-derivative function already in the compute dtype: the cast's own derivative then
+  # returns their gradients in their dtype, and an integer parameter (zero derivative) needs no special case.
+  dtype = compute_dtype(x.dtype)
+  scale = None if scale is None else jnp.asarray(scale).astype(dtype)
+  bias = None if bias is None else jnp.asarray(bias).astype(dtype)
+  try:
+    eps = float(eps)
+  except jax.errors.ConcretizationTypeError:
+    raise TypeError(
+      'layer_norm eps must be a Python number, not a traced value: the hand-written derivative treats it as a '
+      "constant. Under jit, mark it static (e.g. jax.jit(f, static_argnames='eps'))."
+    ) from None
+  return _layer_norm(x, scale, bias, axes, eps)
 
 
 def _statistics(x: jax.Array, axes: tuple[int, ...], eps: float) -> tuple[jax.Array, jax.Array]:

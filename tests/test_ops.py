@@ -126,6 +126,7 @@ def test_module_defaults_are_gain_one_bias_zero():
     (lambda: layer_norm(jnp.ones((2, 3), jnp.int32)), TypeError, 'floating-point input'),
     (lambda: layer_norm(jnp.ones((2, 3)), axis=2), ValueError, r'axis 2 is out of range .* \[-2, 1\]'),
     (lambda: layer_norm(jnp.ones((2, 3)), axis=(1, -1)), ValueError, 'same axis twice'),
+    (lambda: jax.jit(lambda e: layer_norm(jnp.ones((2, 3)), eps=e))(1e-5), TypeError, 'eps must be a Python number'),
     (lambda: layer_norm(jnp.ones((2, 3)), jnp.ones(2)), ValueError, r'scale has shape \(2,\); expected \(3,\)'),
     (lambda: layer_norm(jnp.ones((2, 3)), None, jnp.ones((1, 3))), ValueError, r'bias has shape \(1, 3\)'),
     (lambda: LayerNorm(0), ValueError, 'positive int'),
@@ -294,6 +295,13 @@ def test_grad_under_vmap_equals_per_example_reference():
   for g, w in zip(got, want[0], strict=True):
     assert g.shape == w.shape
     _assert_close(g, np.asarray(w), 1e-4)
+
+
+def test_integer_parameters_are_constants_under_grad():
+  x = jnp.asarray(np.random.default_rng(12).normal(size=(2, 5)), jnp.float32)
+  got = jax.grad(lambda x: jnp.sum(layer_norm(x, jnp.arange(5), jnp.ones(5, jnp.int32)) ** 3))(x)
+  want = jax.grad(lambda x: jnp.sum(layer_norm(x, jnp.arange(5.0), jnp.ones(5)) ** 3))(x)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_jacfwd_equals_jacrev():
