@@ -102,8 +102,12 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
   return shapes
 
 
-def _flax_apply(features: int, use_fast_variance: bool) -> tuple[Callable, object]:
-  module = nnx.LayerNorm(features, epsilon=EPS, use_fast_variance=use_fast_variance, rngs=nnx.Rngs(0))
+def _flax_apply(features: int, use_fast_variance: bool, dtype) -> tuple[Callable, object]:
+  # dtype: flax computes in float32 for bfloat16 input but returns float32 unless told the output dtype; the other
+  # candidates return the input's dtype, and the VJP's cotangent must match the output.
+  module = nnx.LayerNorm(
+    features, epsilon=EPS, use_fast_variance=use_fast_variance, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)
+  )
   graphdef, params = nnx.split(module)
   return (lambda x, p: nnx.merge(graphdef, p)(x)), params
 
@@ -132,7 +136,7 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
     OURS: (jax.jit(with_vjp(ours)), (x, scale, bias, dy)),
   }
   for name, fast in (('flax', True), ('flax two-pass', False)):
-    apply, params = _flax_apply(features, fast)
+    apply, params = _flax_apply(features, fast, x.dtype)
     params['scale'][...] = scale
     params['bias'][...] = bias
     fwd[name] = (jax.jit(apply), (x, params))
@@ -141,7 +145,9 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
 
 
 def _torch_candidates(x, scale, bias, dy) -> dict[str, Callable]:
-  xt, st, bt, dyt = (torch.from_numpy(np.array(a)) for a in (x, scale, bias, dy))
+  # NumPy has no bfloat16 that torch.from_numpy reads: go through float32 and cast on the torch side.
+  torch_dtype = getattr(torch, jnp.dtype(x.dtype).name)
+  xt, st, bt, dyt = (torch.from_numpy(np.asarray(a, np.float32)).to(torch_dtype) for a in (x, scale, bias, dy))
   shape = (x.shape[-1],)
 
   def fwd():
