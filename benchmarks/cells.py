@@ -1,0 +1,201 @@
+"""Layer-normalized recurrent cells against their plain counterparts: LN-LSTM vs LSTM, LN-GRU vs GRU.
+
+    python -m benchmarks.cells [--hidden 400,1000] [--batch 32,128] [--steps 100] [--repeats 10] [--json OUT]
+
+Each cell of `layernorm.cells` runs through `layernorm.unroll` (one `lax.scan`) over `--steps` time steps, input size
+= hidden size, float32, jitted. Two passes:
+  * fwd: the outputs of every step.
+  * fwd+bwd: the gradient of the sum of the outputs with respect to the parameters and the inputs.
+For every configuration the plain and the normalized cell of one family are timed side by side, round-robin, in this
+process (benchmarks/timing.py), so the ratio LN / plain is what to read; absolute times on a shared CPU drift.
+The issue's target: LN forward+backward at most 1.10x the plain cell's.
+
+Pin a core and use tcmalloc for figures worth comparing:
+    LD_PRELOAD=libtcmalloc_minimal.so.4 taskset -c 0 .venv/bin/python -m benchmarks.cells
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks import timing
+from benchmarks.layer_norm import environment, kernel_count
+from layernorm import GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, unroll
+
+FAMILIES = {'lstm': (LSTMCell, LNLSTMCell), 'gru': (GRUCell, LNGRUCell)}
+PASSES = ('fwd', 'fwd+bwd')
+TARGET_FWD_BWD = 1.10
+
+
+def parse_ints(flag: str, text: str) -> list[int]:
+  try:
+    values = [int(v) for v in text.split(',') if v.strip()]
+  except ValueError:
+    raise SystemExit(f'{flag}: cannot read {text!r}; write positive integers like 400,1000.') from None
+  if not values or min(values) < 1:
+    raise SystemExit(f'{flag}: needs positive integers; got {text!r}.')
+  return values
+
+
+def _programs(cell_cls: type, hidden: int) -> tuple[dict[str, Callable], object]:
+  """pass -> jitted function of (params, xs), and the cell's parameters."""
+  cell = cell_cls(hidden, hidden, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(cell, nnx.Param, ...)
+
+  def outputs(params, xs_TxBxD):
+    # Time-major, so neither cell pays for moving the time axis to the front and back.
+    _, ys_TxBxH = unroll(nnx.merge(graphdef, params, rest), xs_TxBxD, time_major=True)
+    return ys_TxBxH
+
+  def grads(params, xs_TxBxD):
+    return jax.grad(lambda p, x: jnp.sum(outputs(p, x)), argnums=(0, 1))(params, xs_TxBxD)
+
+  return {'fwd': jax.jit(outputs), 'fwd+bwd': jax.jit(grads)}, params
+
+
+def measure(family: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int) -> list[dict]:
+  rng = np.random.default_rng(0)
+  xs = jnp.asarray(rng.normal(0.0, 1.0, (steps, batch, hidden)), jnp.float32)
+  plain_cls, ln_cls = FAMILIES[family]
+  fns, kernels = {}, {}
+  for cls in (plain_cls, ln_cls):
+    programs, params = _programs(cls, hidden)
+    for pass_name, fn in programs.items():
+      key = (cls.__name__, pass_name)
+      fns[key] = lambda fn=fn, params=params: fn(params, xs)
+      kernels[key] = kernel_count(fn.lower(params, xs).compile().as_text())
+  # Both passes of both cells in one round-robin: a burst of load from elsewhere hits every candidate alike.
+  samples = timing.compare({f'{c} {p}': fn for (c, p), fn in fns.items()}, repeats=repeats, warmup=warmup)
+  rows = []
+  for pass_name in PASSES:
+    plain = samples[f'{plain_cls.__name__} {pass_name}']
+    for cls in (plain_cls, ln_cls):
+      s = samples[f'{cls.__name__} {pass_name}']
+      rows.append(
+        {
+          'family': family,
+          'hidden': hidden,
+          'batch': batch,
+          'steps': steps,
+          'pass': pass_name,
+          'cell': cls.__name__,
+          'kernels_per_program': kernels[(cls.__name__, pass_name)],
+          'min_ms': s.min * 1e3,
+          'median_ms': s.median * 1e3,
+          'max_ms': s.max * 1e3,
+          'x_plain': s.median / plain.median,
+          'x_plain_min': s.min / plain.min,
+          'samples_ms': [t * 1e3 for t in s.seconds],
+        }
+      )
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  header = ('family', 'H', 'B', 'pass', 'cell', 'kernels', 'min ms', 'median ms', 'max ms', 'x plain', 'x plain (min)')
+  lines = [
+    (
+      r['family'],
+      str(r['hidden']),
+      str(r['batch']),
+      r['pass'],
+      r['cell'],
+      str(r['kernels_per_program']),
+      f'{r["min_ms"]:.2f}',
+      f'{r["median_ms"]:.2f}',
+      f'{r["max_ms"]:.2f}',
+      f'{r["x_plain"]:.3f}',
+      f'{r["x_plain_min"]:.3f}',
+    )
+    for r in rows
+  ]
+  widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+  text_columns = {0, 3, 4}
+
+  def fmt(cells):
+    pairs = enumerate(zip(cells, widths, strict=True))
+    return '  '.join(c.ljust(w) if i in text_columns else c.rjust(w) for i, (c, w) in pairs)
+
+  out = [fmt(header), fmt(['-' * w for w in widths])]
+  previous = None
+  for line in lines:
+    if previous is not None and line[:4] != previous[:4]:
+      out.append('')
+    out.append(fmt(line))
+    previous = line
+  return '\n'.join(out)
+
+
+def summarize(rows: list[dict]) -> str:
+  out = []
+  for r in rows:
+    if r['x_plain'] == 1.0 and r['cell'] in ('LSTMCell', 'GRUCell'):
+      continue
+    verdict = ''
+    if r['pass'] == 'fwd+bwd':
+      verdict = f' (target <= {TARGET_FWD_BWD}: {"met" if r["x_plain"] <= TARGET_FWD_BWD else "NOT met"})'
+    out.append(
+      f'{r["family"]:>4} H={r["hidden"]:<5} B={r["batch"]:<4} {r["pass"]:<8} {r["cell"]} / plain: '
+      f'{r["x_plain"]:.3f} median, {r["x_plain_min"]:.3f} min{verdict}'
+    )
+  return '\n'.join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--cells', default='lstm,gru', help='comma-separated families: lstm, gru')
+  parser.add_argument('--hidden', default='400,1000', help='hidden (= input) sizes, comma-separated')
+  parser.add_argument('--batch', default='32,128', help='batch sizes, comma-separated')
+  parser.add_argument('--steps', type=int, default=100, help='time steps of the scan')
+  parser.add_argument('--repeats', type=int, default=10, help='samples per candidate (min/median/max over these)')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed calls per candidate before sampling')
+  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
+  args = parser.parse_args(argv)
+  families = [f.strip() for f in args.cells.split(',') if f.strip()]
+  if not families or any(f not in FAMILIES for f in families):
+    raise SystemExit(f'--cells: choose from {", ".join(FAMILIES)}; got {args.cells!r}.')
+  if args.steps < 1 or args.repeats < 1 or args.warmup < 1:
+    raise SystemExit('--steps, --repeats and --warmup must be at least 1.')
+  hiddens, batches = parse_ints('--hidden', args.hidden), parse_ints('--batch', args.batch)
+
+  env = environment(use_torch=False)
+  env.pop('torch_note', None)
+  env['loadavg_start'] = os.getloadavg()
+  print(f'# recurrent cells benchmark, {env["date"]}')
+  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
+  print(f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}; float32, {args.steps}-step scan')
+  print(f'# {args.repeats} samples per candidate, round-robin; load average {env["loadavg_start"]}')
+  sys.stdout.flush()
+
+  rows = []
+  for family in families:
+    for hidden in hiddens:
+      for batch in batches:
+        rows += measure(family, hidden, batch, args.steps, args.repeats, args.warmup)
+        print(f'# measured {family} H={hidden} B={batch}', file=sys.stderr, flush=True)
+  env['loadavg_end'] = os.getloadavg()
+
+  print()
+  print(format_table(rows))
+  print()
+  print('x plain: median / the plain cell median of the same pass; (min): min / min.')
+  print(f'load average at the end: {env["loadavg_end"]}')
+  print()
+  print(summarize(rows))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'environment': env, 'args': vars(args), 'rows': rows}, f, indent=1)
+    print(f'\nwrote {args.json}')
+
+
+if __name__ == '__main__':
+  main()
