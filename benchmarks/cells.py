@@ -118,21 +118,7 @@ def format_table(rows: list[dict]) -> str:
     )
     for r in rows
   ]
-  widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-  text_columns = {0, 3, 4}
-
-  def fmt(cells):
-    pairs = enumerate(zip(cells, widths, strict=True))
-    return '  '.join(c.ljust(w) if i in text_columns else c.rjust(w) for i, (c, w) in pairs)
-
-  out = [fmt(header), fmt(['-' * w for w in widths])]
-  previous = None
-  for line in lines:
-    if previous is not None and line[:4] != previous[:4]:
-      out.append('')
-    out.append(fmt(line))
-    previous = line
-  return '\n'.join(out)
+  return timing.text_table(header, lines, text_columns={0, 3, 4}, group_by=4)
 
 
 def summarize(rows: list[dict]) -> str:

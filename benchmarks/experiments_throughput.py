@@ -73,13 +73,7 @@ def format_table(rows: list[dict]) -> str:
     )
     for r in rows
   ]
-  widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-
-  def fmt(cells):
-    pairs = enumerate(zip(cells, widths, strict=True))
-    return '  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in pairs)
-
-  return '\n'.join([fmt(header), fmt(['-' * w for w in widths]), *(fmt(line) for line in lines)])
+  return timing.text_table(header, lines, text_columns={0, 1})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -219,20 +219,8 @@ def format_table(rows: list[dict]) -> str:
         f'{r["x_ours"]:.2f}',
       )
     )
-  widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-  left = 3  # shape, pass and impl are left-aligned; numbers right-aligned.
-
-  def fmt(cells):
-    return '  '.join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-  out = [fmt(header), fmt(['-' * w for w in widths])]
-  previous = None
-  for line in lines:
-    if previous is not None and line[:2] != previous[:2]:
-      out.append('')
-    out.append(fmt(line))
-    previous = line
-  return '\n'.join(out)
+  # shape, pass and impl are text; each shape-and-pass block is set apart.
+  return timing.text_table(header, lines, text_columns={0, 1, 2}, group_by=2)
 
 
 def summarize(rows: list[dict]) -> str:

@@ -14,7 +14,7 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import jax
 
@@ -106,3 +106,25 @@ def allocator() -> str:
     if 'jemalloc' in name:
       return f'jemalloc ({name}, LD_PRELOAD)'
   return 'glibc malloc (default; fresh buffers of 16 MB or more page-fault on every call)'
+
+
+def text_table(
+  header: Sequence[str], lines: Sequence[Sequence[str]], text_columns: Collection[int], group_by: int = 0
+) -> str:
+  """A plain-text table: `text_columns` left-aligned, the numbers right-aligned, columns two spaces apart.
+
+  A blank line separates groups of lines whose first `group_by` cells differ (0: no blank lines), so that each
+  configuration's candidates read as one block.
+  """
+  widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+
+  def fmt(cells):
+    pairs = enumerate(zip(cells, widths, strict=True))
+    return '  '.join(c.ljust(w) if i in text_columns else c.rjust(w) for i, (c, w) in pairs)
+
+  out = [fmt(header), fmt(['-' * w for w in widths])]
+  for previous, line in zip([None, *lines[:-1]], lines, strict=True):
+    if group_by and previous is not None and tuple(line[:group_by]) != tuple(previous[:group_by]):
+      out.append('')
+    out.append(fmt(line))
+  return '\n'.join(out)
