@@ -164,14 +164,15 @@ def series(run: Run, metric: str, x: str) -> tuple[list[float], list[float]]:
   return [p[0] for p in points], [p[1] for p in points]
 
 
-def _logged(runs: Sequence[Run]) -> list[str]:
+def logged_metrics(runs: Sequence[Run]) -> list[str]:
+  """Every numeric metric some run logged, sorted; the x keys (step, epoch) excluded."""
   keys = {k for run in runs for row in run.rows for k, v in row.items() if isinstance(v, int | float)}
   return sorted(keys - set(X_KEYS))
 
 
 def pick_metric(runs: Sequence[Run], candidates: Sequence[str], what: str) -> str:
   """The first of `candidates` that some run logged; ValueError listing what the runs did log."""
-  logged = set(_logged(runs))
+  logged = set(logged_metrics(runs))
   for metric in candidates:
     if metric in logged:
       return metric
@@ -251,8 +252,8 @@ def plot_curves(runs: Sequence[Run], metrics: Sequence[str] | None = None, x: st
     A matplotlib Figure, `fig.axes` one per metric in `metrics` order (then hidden spares).
   """
   _check_x(runs, x)
-  metrics = list(metrics or _logged(runs))
-  logged = set(_logged(runs))
+  metrics = list(metrics or logged_metrics(runs))
+  logged = set(logged_metrics(runs))
   unknown = [m for m in metrics if m not in logged]
   if unknown:
     raise ValueError(f'No run logged {", ".join(unknown)}. The runs logged: {", ".join(sorted(logged))}.')

@@ -85,7 +85,7 @@ def make_table(
   status: bool = False,
 ) -> str:
   """The Markdown table (header, separator, one line per run)."""
-  logged = set(plot._logged(runs))
+  logged = set(plot.logged_metrics(runs))
   unknown = [m for m in list(metrics) + [m for m, _ in reach] if m not in logged]
   if unknown:
     raise ValueError(f'No run logged {", ".join(unknown)}. The runs logged: {", ".join(sorted(logged))}.')
