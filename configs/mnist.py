@@ -32,10 +32,10 @@ Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 6):
 Measured on a 2-core x86-64 CPU shared with other jobs, 2026-11-29 (tables and plots in README.md, "Figure 6"):
   python -m scripts.sweep configs/mnist.py --root runs/fig6_digits --jobs 1          # digits, 60 epochs: 499 s in all
     training NLL at epoch 60, batch 128: BN 0.096, none 1.8e-4, LN 3.0e-5; batch 4: BN 0.39, none 0, LN 9.2e-10.
-  Fashion-MNIST (source=idx, --config.data.dir=/usr/share/datasets/fashion-mnist), batch 128 for 10 epochs
-  (168-191 s per run) and batch 4 for 3 epochs (422-470 s per run):
-    training NLL, batch 128, epoch 10: BN 0.152, none 0.204, LN 0.206 (LN below BN for the first 4 epochs only);
-    batch 4, epoch 3: BN 0.827, none 0.368, LN 0.321. Test error at batch 4, epoch 3: 15.8%, 13.6%, 12.9%.
+  Fashion-MNIST (source=idx, --config.data.dir=/usr/share/datasets/fashion-mnist, --config.num_epochs=10), 93-102 s
+  per run at batch 128, 615-927 s at batch 4:
+    training NLL at epoch 10, batch 128: BN 0.152, none 0.204, LN 0.204 (LN below BN for the first 4 epochs only);
+    batch 4: BN 0.629, none 0.299, LN 0.216. Test error at batch 4, epoch 10: 15.1%, 13.3%, 11.4%.
 """
 
 from __future__ import annotations
