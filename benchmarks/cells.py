@@ -17,7 +17,6 @@ Pin a core and use tcmalloc for figures worth comparing:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -155,12 +154,9 @@ def main(argv: list[str] | None = None) -> None:
 
   env = environment(use_torch=False)
   env.pop('torch_note', None)
-  env['loadavg_start'] = os.getloadavg()
-  print(f'# recurrent cells benchmark, {env["date"]}')
-  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
-  print(f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}; float32, {args.steps}-step scan')
-  print(f'# {args.repeats} samples per candidate, round-robin; load average {env["loadavg_start"]}')
-  sys.stdout.flush()
+  timing.print_header(
+    'recurrent cells benchmark', env, f'; float32, {args.steps}-step scan', f'{args.repeats} samples per candidate'
+  )
 
   rows = []
   for family in families:
@@ -177,10 +173,7 @@ def main(argv: list[str] | None = None) -> None:
   print(f'load average at the end: {env["loadavg_end"]}')
   print()
   print(summarize(rows))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'environment': env, 'args': vars(args), 'rows': rows}, f, indent=1)
-    print(f'\nwrote {args.json}')
+  timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ A timed call is one dispatch, the loop's steady state between stop points (evalu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -89,12 +88,9 @@ def main(argv: list[str] | None = None) -> None:
 
   env = environment(use_torch=False)
   env.pop('torch_note', None)
-  env['loadavg_start'] = os.getloadavg()
-  print(f'# experiments training throughput (CPU-scale configs), {env["date"]}')
-  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
-  print(f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}')
-  print(f'# {args.repeats} samples per candidate, round-robin; load average {env["loadavg_start"]}')
-  sys.stdout.flush()
+  timing.print_header(
+    'experiments training throughput (CPU-scale configs)', env, '', f'{args.repeats} samples per candidate'
+  )
   rows = []
   for name in names:
     rows += measure(name, args.repeats, args.warmup)
@@ -105,10 +101,7 @@ def main(argv: list[str] | None = None) -> None:
   print()
   print('time x none: median time per dispatch / the norm=none median (above 1: LN is slower).')
   print(f'load average at the end: {env["loadavg_end"]}')
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'environment': env, 'args': vars(args), 'rows': rows}, f, indent=1)
-    print(f'\nwrote {args.json}')
+  timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})
 
 
 if __name__ == '__main__':

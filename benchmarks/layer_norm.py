@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -281,15 +280,10 @@ def main(argv: list[str] | None = None) -> None:
 
   use_torch = torch is not None and not args.no_torch
   env = environment(use_torch)
-  env['loadavg_start'] = os.getloadavg()
-  print(f'# layer norm benchmark, {env["date"]}')
-  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
-  print(
-    f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}, '
-    + (f'torch {env["torch"]} ({env["torch_threads"]} threads)' if use_torch else env['torch_note'])
+  software = f', torch {env["torch"]} ({env["torch_threads"]} threads)' if use_torch else f', {env["torch_note"]}'
+  timing.print_header(
+    'layer norm benchmark', env, software, f'dtype {args.dtype}, {args.repeats} samples per candidate'
   )
-  print(f'# dtype {args.dtype}, {args.repeats} samples per candidate, round-robin; load average {env["loadavg_start"]}')
-  sys.stdout.flush()
 
   rows = []
   for shape in parse_shapes(args.shapes):
@@ -305,10 +299,7 @@ def main(argv: list[str] | None = None) -> None:
   print(f'load average at the end: {env["loadavg_end"]}')
   print()
   print(summarize(rows))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'environment': env, 'dtype': args.dtype, 'repeats': args.repeats, 'rows': rows}, f, indent=1)
-    print(f'\nwrote {args.json}')
+  timing.write_json(args.json, {'environment': env, 'dtype': args.dtype, 'repeats': args.repeats, 'rows': rows})
 
 
 if __name__ == '__main__':

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import json
 import math
 import os
 import sys
@@ -256,15 +255,10 @@ def main(argv: list[str] | None = None) -> None:
   env = environment(use_torch)
   env['torch_threads_default'] = default_threads if torch is not None else None
   env['torch_threads_tried'] = torch_threads
-  env['loadavg_start'] = os.getloadavg()
-  print(f'# MNIST Figure 6 training throughput, {env["date"]}')
-  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
-  print(
-    f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}; '
-    + (f'torch {env["torch"]}, threads tried {torch_threads} (default {default_threads})' if use_torch else 'no torch')
+  software = (
+    f'; torch {env["torch"]}, threads tried {torch_threads} (default {default_threads})' if use_torch else '; no torch'
   )
-  print(f'# {args.repeats} samples per candidate, round-robin; load average {env["loadavg_start"]}')
-  sys.stdout.flush()
+  timing.print_header('MNIST Figure 6 training throughput', env, software, f'{args.repeats} samples per candidate')
 
   rows = []
   for batch_size in batches:
@@ -278,10 +272,7 @@ def main(argv: list[str] | None = None) -> None:
   print()
   print(f'load average at the end: {env["loadavg_end"]}')
   print('\n'.join(summarize(rows)))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'environment': env, 'args': vars(args), 'rows': rows}, f, indent=1)
-    print(f'\nwrote {args.json}')
+  timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})
 
 
 if __name__ == '__main__':

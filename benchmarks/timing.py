@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
@@ -128,3 +130,24 @@ def text_table(
       out.append('')
     out.append(fmt(line))
   return '\n'.join(out)
+
+
+def print_header(title: str, env: dict, software: str, sampling: str) -> None:
+  """The lines every benchmark starts with: what ran, on what, with which allocator, and the load when it started.
+
+  Records the load average in `env['loadavg_start']`: on a shared machine it is what says how far to trust a run.
+  """
+  env['loadavg_start'] = os.getloadavg()
+  print(f'# {title}, {env["date"]}')
+  print(f'# {env["cpu"]}, {env["cpus_usable"]} usable CPUs; allocator: {env["allocator"]}')
+  print(f'# jax {env["jax"]} ({env["jax_device"]}), flax {env["flax"]}{software}')
+  print(f'# {sampling}, round-robin; load average {env["loadavg_start"]}')
+  sys.stdout.flush()
+
+
+def write_json(path: str | None, payload: dict) -> None:
+  """Writes every sample and the environment to `path` (nothing if None), for figures to be re-read later."""
+  if path:
+    with open(path, 'w') as f:
+      json.dump(payload, f, indent=1)
+    print(f'\nwrote {path}')
