@@ -143,22 +143,19 @@ def _normalize(x: jax.Array, mean: jax.Array, rstd: jax.Array) -> jax.Array:
   return (x.astype(mean.dtype) - mean) * rstd
 
 
-def _affine(
-  xhat: jax.Array, scale: jax.Array | None, bias: jax.Array | None, axes: tuple[int, ...]
-) -> tuple[jax.Array, jax.Array | None]:
-  """Returns xhat * scale + bias and the broadcastable scale (None when absent), in xhat's dtype."""
-  s = None if scale is None else _broadcastable(scale.astype(xhat.dtype), xhat.shape, axes)
-  y = xhat if s is None else xhat * s
+def _affine(xhat: jax.Array, scale: jax.Array | None, bias: jax.Array | None, axes: tuple[int, ...]) -> jax.Array:
+  """Returns xhat * scale + bias (each optional) in xhat's dtype."""
+  y = xhat if scale is None else xhat * _broadcastable(scale.astype(xhat.dtype), xhat.shape, axes)
   if bias is not None:
     y = y + _broadcastable(bias.astype(xhat.dtype), xhat.shape, axes)
-  return y, s
+  return y
 
 
 # eps is a non-differentiable argument: custom_jvp needs a fixed pytree of differentiable inputs, and nobody
 # differentiates with respect to eps. It must be a Python number (it is converted in `layer_norm`).
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _layer_norm(x, scale, bias, axes, eps):
-  y, _ = _affine(_normalize(x, *_statistics(x, axes, eps)), scale, bias, axes)
+  y = _affine(_normalize(x, *_statistics(x, axes, eps)), scale, bias, axes)
   return y.astype(x.dtype)
 
 
@@ -174,7 +171,7 @@ def _layer_norm_jvp(axes, eps, primals, tangents):
   # at smaller shapes (benchmarks/README.md); it costs nothing when the op is not differentiated (the primal
   # function above has no barrier). Not measured on a GPU.
   # The second barrier lists its operands in another order so that XLA cannot merge the two.
-  y, _ = _affine(_normalize(*jax.lax.optimization_barrier((x, mean, rstd))), scale, bias, axes)
+  y = _affine(_normalize(*jax.lax.optimization_barrier((x, mean, rstd))), scale, bias, axes)
   mean, rstd, x, scale = jax.lax.optimization_barrier((mean, rstd, x, scale))
   xhat = _normalize(x, mean, rstd)
   s = None if scale is None else _broadcastable(scale.astype(xhat.dtype), x.shape, axes)
