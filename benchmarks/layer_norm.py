@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import timing
-from layernorm import layer_norm
+from layernorm import layer_norm, native
 
 try:
   import torch
@@ -49,6 +49,7 @@ EPS = 1e-5
 DEFAULT_SHAPES = '4x1000,128x1000,3200x400,4096x1024,32x512x768'
 PASSES = ('fwd', 'fwd+bwd')
 OURS = 'layer_norm'
+OURS_XLA = 'layer_norm xla'  # The same op with impl='xla': what the native CPU kernel is measured against.
 FLOOR = 'floor'
 
 # Instructions of a compiled computation that do not launch work of their own.
@@ -121,6 +122,9 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
   def ours(x, scale, bias):
     return layer_norm(x, scale, bias, eps=EPS)
 
+  def ours_xla(x, scale, bias):
+    return layer_norm(x, scale, bias, eps=EPS, impl='xla')
+
   def with_vjp(fn):
     def run(x, *rest):
       *params, dy = rest
@@ -129,10 +133,15 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
 
     return run
 
-  fwd = {FLOOR: (jax.jit(affine), (x, scale, bias)), OURS: (jax.jit(ours), (x, scale, bias))}
+  fwd = {
+    FLOOR: (jax.jit(affine), (x, scale, bias)),
+    OURS: (jax.jit(ours), (x, scale, bias)),
+    OURS_XLA: (jax.jit(ours_xla), (x, scale, bias)),
+  }
   fwd_bwd = {
     FLOOR: (jax.jit(with_vjp(affine)), (x, scale, bias, dy)),
     OURS: (jax.jit(with_vjp(ours)), (x, scale, bias, dy)),
+    OURS_XLA: (jax.jit(with_vjp(ours_xla)), (x, scale, bias, dy)),
   }
   for name, fast in (('flax', True), ('flax two-pass', False)):
     apply, params = _flax_apply(features, fast, x.dtype)
@@ -258,6 +267,7 @@ def environment(use_torch: bool) -> dict:
     'torch': torch.__version__ if torch is not None else None,
     'torch_threads': torch.get_num_threads() if torch is not None else None,
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'native_kernel': native.available(np.float32),
   }
   if not use_torch:
     env['torch_note'] = (
@@ -281,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
   use_torch = torch is not None and not args.no_torch
   env = environment(use_torch)
   software = f', torch {env["torch"]} ({env["torch_threads"]} threads)' if use_torch else f', {env["torch_note"]}'
+  software += f'; native CPU kernel: {"on" if env["native_kernel"] else "off (XLA path)"}'
   timing.print_header(
     'layer norm benchmark', env, software, f'dtype {args.dtype}, {args.repeats} samples per candidate'
   )

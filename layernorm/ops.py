@@ -29,8 +29,12 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from layernorm import native
 
 Axes = int | Sequence[int]
+IMPLEMENTATIONS = ('auto', 'xla')
 
 
 def normalized_axes(axis: Axes, ndim: int) -> tuple[int, ...]:
@@ -91,6 +95,7 @@ def layer_norm(
   *,
   axis: Axes = -1,
   eps: float = 1e-5,
+  impl: str = 'auto',
 ) -> jax.Array:
   """Layer normalization over `axis`, with an optional gain `scale` and offset `bias`.
 
@@ -100,14 +105,18 @@ def layer_norm(
     bias: per-feature offset of the same shape as `scale`, or None.
     axis: the axis or tuple of axes that hold one example's features; any other axis is a batch axis.
     eps: added to the variance before the square root (1e-5, as in the authors' code).
+    impl: 'auto' runs the native CPU kernel (`layernorm.native`) where it applies, float32 or float64 input
+      normalized over trailing axes on CPU, and XLA elsewhere; 'xla' always uses XLA (for comparisons).
 
   Returns:
     The normalized array, with the dtype and shape of `x`.
 
   Raises:
     TypeError: `x` is not floating point, or `eps` is a traced value (it must be a Python number).
-    ValueError: an axis is out of range, or `scale` or `bias` has the wrong shape.
+    ValueError: an axis is out of range, `scale` or `bias` has the wrong shape, or `impl` is unknown.
   """
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f'layer_norm impl must be one of {IMPLEMENTATIONS}; got {impl!r}.')
   x = jnp.asarray(x)
   _check_input(x)
   axes = normalized_axes(axis, x.ndim)
@@ -127,7 +136,60 @@ def layer_norm(
       'layer_norm eps must be a Python number, not a traced value: the hand-written derivative treats it as a '
       "constant. Under jit, mark it static (e.g. jax.jit(f, static_argnames='eps'))."
     ) from None
+  if impl == 'auto' and _native_applies(x, axes):
+    return jax.lax.platform_dependent(
+      x,
+      scale,
+      bias,
+      cpu=lambda x, scale, bias: _native_layer_norm(x, scale, bias, axes, eps),
+      default=lambda x, scale, bias: _layer_norm(x, scale, bias, axes, eps),
+    )
   return _layer_norm(x, scale, bias, axes, eps)
+
+
+def _native_applies(x: jax.Array, axes: tuple[int, ...]) -> bool:
+  """Whether the native CPU kernel can compute this call: float32/float64, trailing axes, non-empty, kernel built."""
+  trailing = axes == tuple(range(x.ndim - len(axes), x.ndim))
+  return trailing and x.size > 0 and native.available(x.dtype)
+
+
+def _native_layer_norm(x, scale, bias, axes, eps):
+  """The CPU path: the kernel on x viewed as rows of the normalized features (a free reshape for trailing axes)."""
+  rows = x.reshape(*x.shape[: x.ndim - len(axes)], -1)
+  flat = lambda p: None if p is None else p.reshape(-1)
+  y, _, _ = _native_forward(rows, flat(scale), flat(bias), eps)
+  return y.reshape(x.shape)
+
+
+# The kernel's outputs are (y, mean, rstd), and the rule below gives the tangents of all three in jnp, calling the
+# kernel itself for the primal values. So every derivative of any order differentiates jnp code and this function
+# again, and `grad` transposes the same linear tangent as the XLA path's (see the module docstring). The statistics'
+# tangents are dropped by XLA when only y is used.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _native_forward(x, scale, bias, eps):
+  # NumPy constants become literals in the program; jnp.ones would be a kernel launched on every call.
+  h = x.shape[-1]
+  scale = np.ones((h,), x.dtype) if scale is None else scale
+  bias = np.zeros((h,), x.dtype) if bias is None else bias
+  return native.forward(x, scale, bias, eps)
+
+
+@_native_forward.defjvp
+def _native_forward_jvp(eps, primals, tangents):
+  x, scale, bias = primals
+  dx, dscale, dbias = tangents
+  y, mean, rstd = _native_forward(x, scale, bias, eps)
+  xhat = (x - mean[..., None]) * rstd[..., None]
+  dmean = jnp.mean(dx, axis=-1, keepdims=True)
+  dx_xhat = jnp.mean(dx * xhat, axis=-1, keepdims=True)
+  dy = rstd[..., None] * (dx - dmean - xhat * dx_xhat)
+  if scale is not None:
+    dy = dy * scale + xhat * dscale
+  if bias is not None:
+    dy = dy + dbias
+  # d rstd = -rstd^3 / 2 * d var, and d var = 2 * mean((x - mean) * dx) = 2 / rstd * mean(xhat * dx).
+  drstd = -jnp.square(rstd) * dx_xhat[..., 0]
+  return (y, mean, rstd), (dy, dmean[..., 0], drstd)
 
 
 def _statistics(x: jax.Array, axes: tuple[int, ...], eps: float) -> tuple[jax.Array, jax.Array]:

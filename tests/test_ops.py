@@ -7,7 +7,21 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from layernorm import LayerNorm, layer_norm
+from layernorm import LayerNorm, layer_norm, native
+
+
+# Every test here runs twice: through the native CPU kernel (float32/float64 input over trailing axes) and through XLA
+# alone, the path of every other case and of GPUs. The switch is read when a call is traced: every jitted function
+# in this file is a fresh closure, so none is reused from a trace under the other setting.
+@pytest.fixture(autouse=True, params=['native', 'xla'])
+def implementation(request, monkeypatch):
+  monkeypatch.setenv(native.ENV_SWITCH, '1' if request.param == 'native' else '0')
+  return request.param
+
+
+def test_both_paths_are_exercised(implementation):
+  text = jax.jit(lambda x: layer_norm(x)).lower(jnp.ones((3, 5))).compile().as_text()
+  assert ('layernorm_forward_f32' in text) == (implementation == 'native')
 
 
 def reference_layer_norm(x, scale, bias, axes, eps):

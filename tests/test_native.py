@@ -1,0 +1,172 @@
+"""The native CPU kernel behind `layer_norm`: against a float64 reference and the XLA path, under vmap and
+derivatives, and its build, cache, switch and fallback. (tests/test_ops.py runs the op's whole contract on both paths.)
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from layernorm import layer_norm, native
+
+
+def reference(x, scale=None, bias=None, eps=1e-5):
+  x = np.asarray(x, np.float64)
+  mean = x.mean(-1, keepdims=True)
+  y = (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+  if scale is not None:
+    y = y * np.asarray(scale, np.float64)
+  if bias is not None:
+    y = y + np.asarray(bias, np.float64)
+  return y
+
+
+def compiled_text(fn, *args) -> str:
+  return jax.jit(fn).lower(*args).compile().as_text()
+
+
+@pytest.fixture(autouse=True)
+def kernel_on(monkeypatch):
+  monkeypatch.setenv(native.ENV_SWITCH, '1')
+
+
+def test_kernel_builds_and_runs_on_this_machine():
+  # CI and the development machines have a C++ compiler: if this fails, layer_norm silently runs 1.3-2.7x slower.
+  assert native.available(np.float32) and native.available(np.float64)
+  x = jnp.ones((4, 8))
+  assert 'layernorm_forward_f32' in compiled_text(layer_norm, x)
+  assert 'layernorm_forward_f32' not in compiled_text(lambda x: layer_norm(x, impl='xla'), x)
+
+
+# Feature counts around the kernel's vector width (16 floats) and its 4-vector unroll (64), row counts that are not a
+# multiple of its 4-row blocks, rows above and below its 2 KiB blocking threshold, and a rank-3 input.
+@pytest.mark.parametrize(
+  'shape', [(1, 1), (3, 5), (7, 16), (5, 17), (6, 63), (9, 64), (2, 130), (11, 400), (3, 1000), (2, 3, 129)]
+)
+@pytest.mark.parametrize('affine', [False, True])
+def test_matches_float64_reference(shape, affine):
+  rng = np.random.default_rng(sum(shape))
+  x = rng.normal(3.0, 2.0, shape).astype(np.float32)
+  scale, bias = (rng.normal(size=shape[-1:]).astype(np.float32) for _ in range(2)) if affine else (None, None)
+  y = layer_norm(x, scale, bias)
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(y, reference(x, scale, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_float64_input_is_computed_in_float64():
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(True):
+    x = rng.normal(5.0, 0.1, (6, 333))
+    assert 'layernorm_forward_f64' in compiled_text(layer_norm, x)
+    np.testing.assert_allclose(layer_norm(x), reference(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('offset', [1e2, 1e4])
+def test_large_common_offset_is_as_accurate_as_xla(offset):
+  rng = np.random.default_rng(1)
+  x = (offset + rng.normal(size=(64, 768))).astype(np.float32)
+  want = reference(x)
+  native_error = np.abs(np.asarray(layer_norm(x)) - want).max()
+  xla_error = np.abs(np.asarray(layer_norm(x, impl='xla')) - want).max()
+  assert native_error <= 1.5 * xla_error, (native_error, xla_error)
+
+
+def test_rows_whose_first_features_differ_take_the_exact_variance():
+  # The one-pass variance is shifted by the mean of a row's first 16 features; here that shift is 50 standard
+  # deviations away, where the one-pass form would lose about 2500x more precision than the kernel's second pass.
+  rng = np.random.default_rng(2)
+  x = np.concatenate([np.full((5, 16), 50.0), rng.normal(size=(5, 300))], axis=1).astype(np.float32)
+  np.testing.assert_allclose(layer_norm(x), reference(x), rtol=1e-6, atol=1e-6)
+
+
+def test_constant_rows_give_the_bias():
+  x = np.full((3, 40), 7.0, np.float32)
+  bias = np.arange(40, dtype=np.float32)
+  np.testing.assert_array_equal(layer_norm(x, None, bias), np.broadcast_to(bias, x.shape))
+
+
+@pytest.mark.parametrize('in_axes', [(0, 0, 0), (0, None, None), (None, 0, 0), (1, 0, None)])
+def test_vmap_with_batched_parameters_equals_a_loop(in_axes):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(5, 7, 48)).astype(np.float32)
+  scale = rng.normal(size=(5, 48)).astype(np.float32)
+  bias = rng.normal(size=(5, 48)).astype(np.float32)
+  args = [a if axis is not None else a[0] for a, axis in zip((x, scale, bias), in_axes, strict=True)]
+  if in_axes[0] == 1:
+    args[0] = np.swapaxes(x, 0, 1)
+  got = jax.vmap(layer_norm, in_axes=in_axes, out_axes=0)(*args)
+
+  def example(i):
+    return [a if axis is None else np.take(a, i, axis=axis) for a, axis in zip(args, in_axes, strict=True)]
+
+  want = np.stack([layer_norm(*example(i), impl='xla') for i in range(5)])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _loss(impl):
+  return lambda x, s, b: jnp.sum(jnp.sin(layer_norm(x, s, b, impl=impl)) * jnp.arange(x.shape[-1]))
+
+
+def test_gradients_equal_the_xla_path():
+  rng = np.random.default_rng(4)
+  x, dy = (rng.normal(1.0, 2.0, (33, 70)).astype(np.float32) for _ in range(2))
+  scale, bias = rng.normal(size=70).astype(np.float32), rng.normal(size=70).astype(np.float32)
+  for got, want in zip(
+    jax.grad(_loss('auto'), (0, 1, 2))(x, scale, bias), jax.grad(_loss('xla'), (0, 1, 2))(x, scale, bias), strict=True
+  ):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  # Forward mode goes through the kernel's own rule too.
+  got = jax.jvp(lambda x: layer_norm(x, scale, bias), (x,), (dy,))
+  want = jax.jvp(lambda x: layer_norm(x, scale, bias, impl='xla'), (x,), (dy,))
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-4)
+
+
+def test_second_derivatives_equal_the_xla_path():
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(2, 9)).astype(np.float32)
+  scale, bias = rng.normal(size=9).astype(np.float32), rng.normal(size=9).astype(np.float32)
+  hessian = lambda impl: jax.hessian(lambda x: _loss(impl)(x, scale, bias))(x)
+  np.testing.assert_allclose(hessian('auto'), hessian('xla'), rtol=1e-3, atol=1e-4)
+  # Differentiating a derivative with respect to the parameters reaches the rule's statistics' tangents.
+  grad_scale = lambda impl: jax.grad(lambda s: jnp.sum(jax.grad(_loss(impl))(x, s, bias) ** 2))(scale)
+  np.testing.assert_allclose(grad_scale('auto'), grad_scale('xla'), rtol=1e-3, atol=1e-4)
+
+
+def test_switch_turns_the_kernel_off_and_rejects_other_values(monkeypatch):
+  # Read when a call is traced, so a fresh function: jax.jit(layer_norm) traced earlier would be reused as it was.
+  monkeypatch.setenv(native.ENV_SWITCH, '0')
+  assert 'layernorm_forward' not in compiled_text(lambda x: layer_norm(x), jnp.ones((4, 8)))
+  monkeypatch.setenv(native.ENV_SWITCH, 'yes')
+  with pytest.raises(ValueError, match='LAYERNORM_NATIVE must be 0'):
+    layer_norm(jnp.ones((4, 8)))
+
+
+def test_unknown_impl_is_an_error():
+  with pytest.raises(ValueError, match="impl must be one of \\('auto', 'xla'\\)"):
+    layer_norm(jnp.ones((4, 8)), impl='pallas')
+
+
+def test_other_dtypes_and_axes_use_xla():
+  x = jnp.ones((4, 8, 6))
+  assert 'layernorm_forward' not in compiled_text(layer_norm, x.astype(jnp.bfloat16))
+  assert 'layernorm_forward' not in compiled_text(lambda x: layer_norm(x, axis=1), x)
+  assert 'layernorm_forward_f32' in compiled_text(lambda x: layer_norm(x, axis=(1, 2)), x)
+
+
+def test_build_is_cached_and_a_failing_compiler_is_reported(tmp_path, monkeypatch):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  compiler = native._compiler()
+  path = native.build(compiler)
+  assert path.parent == tmp_path / 'layernorm' and path.exists()
+  stamp = path.stat().st_mtime_ns
+  assert native.build(compiler) == path and path.stat().st_mtime_ns == stamp
+  assert [p.name for p in path.parent.iterdir()] == [path.name]  # No temporary file left behind.
+  with pytest.raises(RuntimeError, match='failed'):
+    native.build('false')  # A "compiler" that exits 1.
+  assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_without_a_compiler_layer_norm_warns_and_uses_xla(monkeypatch):
+  monkeypatch.setattr(native, '_compiler', lambda: None)
+  with pytest.warns(RuntimeWarning, match='no C\\+\\+ compiler found.*LAYERNORM_NATIVE=0'):
+    assert native._load.__wrapped__() is False
