@@ -34,10 +34,16 @@ import numpy as np
 SOURCE = Path(__file__).parent / 'csrc' / 'layer_norm_cpu.cc'
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 ENV_SWITCH = 'LAYERNORM_NATIVE'
-# FFI target names, one per dtype the kernel is compiled for; the symbol is the handler in the C++ source.
+# FFI handlers, per dtype the kernel is compiled for: (forward target, its symbol), (backward target, its symbol).
 TARGETS = {
-  np.dtype(np.float32): ('layernorm_forward_f32', 'LayerNormForwardF32'),
-  np.dtype(np.float64): ('layernorm_forward_f64', 'LayerNormForwardF64'),
+  np.dtype(np.float32): (
+    ('layernorm_forward_f32', 'LayerNormForwardF32'),
+    ('layernorm_backward_f32', 'LayerNormBackwardF32'),
+  ),
+  np.dtype(np.float64): (
+    ('layernorm_forward_f64', 'LayerNormForwardF64'),
+    ('layernorm_backward_f64', 'LayerNormBackwardF64'),
+  ),
 }
 
 
@@ -106,8 +112,9 @@ def _load() -> bool:
     if compiler is None:
       raise RuntimeError('no C++ compiler found (set CXX, or install g++)')
     library = ctypes.cdll.LoadLibrary(str(build(compiler)))
-    for target, symbol in TARGETS.values():
-      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+    for handlers in TARGETS.values():
+      for target, symbol in handlers:
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
   except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as error:
     warnings.warn(
       f'layernorm: the native CPU layer-norm kernel is unavailable ({error}); using the XLA path, whose forward is '
@@ -127,12 +134,23 @@ def available(dtype) -> bool:
 def forward(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Layer norm over the last axis of `x` by the kernel: returns (y, mean, rstd), the statistics of shape x.shape[:-1].
 
-  `scale` and `bias` have shape (H,) and x's dtype; rstd = 1 / sqrt(var + eps). Only for CPU (see `layernorm.ops`),
-  after `available(x.dtype)`.
-  Under `vmap` the kernel sees every operand with the batch axis in front (`broadcast_all`) and maps each block of
-  rows to its own parameter row, so batched parameters need no loop.
+  `scale` and `bias` have shape (P, H) or (H,) (P = 1) and x's dtype; x's rows are P equal consecutive groups, group p
+  normalized with parameter row p. rstd = 1 / sqrt(var + eps). Only for CPU (see `layernorm.ops`), after
+  `available(x.dtype)`. Under `vmap` every operand gets the batch axis in front (`broadcast_all`), which is again
+  consecutive groups of rows, one per parameter row, so batched parameters need no loop.
   """
-  target, _ = TARGETS[np.dtype(x.dtype)]
+  (target, _), _ = TARGETS[np.dtype(x.dtype)]
   stats = jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
   call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(x.shape, x.dtype), stats, stats), vmap_method='broadcast_all')
   return call(x, scale, bias, eps=np.float64(eps))
+
+
+def backward(x, mean, rstd, scale, dy) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The VJP of `forward`'s y at cotangent `dy`, from forward's statistics: returns (dx, dscale, dbias).
+
+  Shapes as in `forward`: dscale and dbias have scale's shape, each summed over its group of rows.
+  """
+  _, (target, _) = TARGETS[np.dtype(x.dtype)]
+  param = jax.ShapeDtypeStruct(scale.shape, x.dtype)
+  call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(x.shape, x.dtype), param, param), vmap_method='broadcast_all')
+  return call(x, mean, rstd, scale, dy)

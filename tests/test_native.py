@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from layernorm import layer_norm, native
+from layernorm import layer_norm, native, native_path
 
 
 def reference(x, scale=None, bias=None, eps=1e-5):
@@ -130,6 +130,53 @@ def test_second_derivatives_equal_the_xla_path():
   # Differentiating a derivative with respect to the parameters reaches the rule's statistics' tangents.
   grad_scale = lambda impl: jax.grad(lambda s: jnp.sum(jax.grad(_loss(impl))(x, s, bias) ** 2))(scale)
   np.testing.assert_allclose(grad_scale('auto'), grad_scale('xla'), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize('groups,rows,features', [(1, 1, 5), (1, 200, 33), (3, 70, 64), (2, 5, 1000)])
+def test_backward_kernel_equals_the_transpose_of_the_tangent(groups, rows, features):
+  # 200 and 3 x 70 rows cross the kernel's 64-row flush of its column sums; 33 features leave a scalar tail.
+  rng = np.random.default_rng(groups * rows)
+  x = rng.normal(2.0, 3.0, (groups, rows, features)).astype(np.float32)
+  mean, rstd = x.mean(-1), 1 / np.sqrt(x.var(-1) + 1e-5)
+  scale = rng.normal(size=(groups, features)).astype(np.float32)
+  ct = rng.normal(size=x.shape).astype(np.float32)
+  got = native.backward(x, mean, rstd, scale, ct)
+  with jax.enable_x64(True):
+    want = native_path.backward_reference(*(np.asarray(a, np.float64) for a in (x, mean, rstd, scale, ct)))
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * np.abs(w).max())
+
+
+def test_grad_of_vmap_with_batched_parameters_equals_the_xla_path():
+  # vmap first: the tangent primitive's batching rule folds the batch into its parameter groups.
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(4, 6, 40)).astype(np.float32)
+  scale, bias = rng.normal(size=(4, 40)).astype(np.float32), rng.normal(size=(4, 40)).astype(np.float32)
+
+  def loss(impl):
+    ln = jax.vmap(lambda x, s, b: layer_norm(x, s, b, impl=impl))
+    return lambda x, s, b: jnp.sum(jnp.sin(ln(x, s, b)) * jnp.arange(40))
+
+  for got, want in zip(
+    jax.grad(loss('auto'), (0, 1, 2))(x, scale, bias), jax.grad(loss('xla'), (0, 1, 2))(x, scale, bias), strict=True
+  ):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_grad_runs_both_kernels_and_forward_mode_runs_none_backward():
+  x, s = jnp.ones((4, 8)), jnp.ones(8)
+  grad_text = compiled_text(jax.grad(lambda x, s: jnp.sum(layer_norm(x, s) ** 2), (0, 1)), x, s)
+  assert 'layernorm_forward_f32' in grad_text and 'layernorm_backward_f32' in grad_text
+  jvp_text = compiled_text(lambda x, t: jax.jvp(lambda x: layer_norm(x, s), (x,), (t,)), x, x)
+  assert 'layernorm_forward_f32' in jvp_text and 'layernorm_backward_f32' not in jvp_text
+
+
+def test_programs_lowered_for_a_gpu_keep_the_xla_path():
+  # The kernels are registered for CPU only: a program exported or compiled for a GPU must not name them.
+  grad = jax.jit(jax.grad(lambda x, s: jnp.sum(layer_norm(x, s) ** 2), (0, 1)))
+  args = (jnp.ones((4, 8)), jnp.ones(8))
+  assert 'layernorm_' not in grad.trace(*args).lower(lowering_platforms=('cuda',)).as_text()
+  assert 'layernorm_backward_f32' in grad.trace(*args).lower(lowering_platforms=('cpu', 'cuda')).as_text()
 
 
 def test_switch_turns_the_kernel_off_and_rejects_other_values(monkeypatch):

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -207,24 +208,128 @@ ffi::Error Forward(ffi::Buffer<D> x, ffi::Buffer<D> scale, ffi::Buffer<D> bias,
   return ffi::Error::Success();
 }
 
+// The backward of y = xhat * scale + bias, xhat = (x - mean) * rstd, for one cotangent dy:
+//   g = dy * scale,  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+//   dscale = sum over rows of dy * xhat,  dbias = sum over rows of dy  (per parameter row).
+// Two passes over each row, the second from L1: the row means, then dx and the column sums. The column sums are kept
+// in T for kFlushRows rows at a time and then added into double, so their rounding error grows with
+// kFlushRows + rows / kFlushRows, not with the number of rows.
+constexpr int64_t kFlushRows = 64;
+
+template <typename T>
+void BackwardRows(const T* __restrict x, const T* __restrict mean, const T* __restrict rstd, const T* __restrict s,
+                  const T* __restrict dy, T* __restrict dx, T* __restrict dscale, T* __restrict dbias, int64_t rows,
+                  int64_t h) {
+  constexpr int64_t w = kWidth<T>;
+  std::vector<T> part_s(h), part_b(h);
+  std::vector<double> total_s(h, 0.0), total_b(h, 0.0);
+  for (int64_t r0 = 0; r0 < rows; r0 += kFlushRows) {
+    std::fill(part_s.begin(), part_s.end(), T(0));
+    std::fill(part_b.begin(), part_b.end(), T(0));
+    T* __restrict ps = part_s.data();
+    T* __restrict pb = part_b.data();
+    for (int64_t r = r0; r < std::min(rows, r0 + kFlushRows); ++r) {
+      const T* __restrict xr = x + r * h;
+      const T* __restrict dyr = dy + r * h;
+      T* __restrict dxr = dx + r * h;
+      const T m = mean[r], rs = rstd[r];
+      // Pass 1: sum(g) and sum(g * xhat).
+      Vec<T> g0 = {}, g1 = {}, c0 = {}, c1 = {};
+      int64_t j = 0;
+      for (; j + 2 * w <= h; j += 2 * w) {
+        const Vec<T> ga = Load(dyr + j) * Load(s + j), gb = Load(dyr + j + w) * Load(s + j + w);
+        g0 += ga;
+        g1 += gb;
+        c0 += ga * ((Load(xr + j) - m) * rs);
+        c1 += gb * ((Load(xr + j + w) - m) * rs);
+      }
+      for (; j + w <= h; j += w) {
+        const Vec<T> ga = Load(dyr + j) * Load(s + j);
+        g0 += ga;
+        c0 += ga * ((Load(xr + j) - m) * rs);
+      }
+      double sum_g = HorizontalSum(g0 + g1), sum_gx = HorizontalSum(c0 + c1);
+      for (; j < h; ++j) {
+        const T g = dyr[j] * s[j];
+        sum_g += g;
+        sum_gx += g * ((xr[j] - m) * rs);
+      }
+      const T mean_g = static_cast<T>(sum_g / static_cast<double>(h));
+      const T mean_gx = static_cast<T>(sum_gx / static_cast<double>(h));
+      // Pass 2: dx and the column sums.
+      j = 0;
+      for (; j + w <= h; j += w) {
+        const Vec<T> xh = (Load(xr + j) - m) * rs, d = Load(dyr + j);
+        const Vec<T> out = rs * (d * Load(s + j) - mean_g - xh * mean_gx);
+        __builtin_memcpy(dxr + j, &out, sizeof(out));
+        const Vec<T> new_s = Load(ps + j) + d * xh, new_b = Load(pb + j) + d;
+        __builtin_memcpy(ps + j, &new_s, sizeof(new_s));
+        __builtin_memcpy(pb + j, &new_b, sizeof(new_b));
+      }
+      for (; j < h; ++j) {
+        const T xh = (xr[j] - m) * rs;
+        dxr[j] = rs * (dyr[j] * s[j] - mean_g - xh * mean_gx);
+        ps[j] += dyr[j] * xh;
+        pb[j] += dyr[j];
+      }
+    }
+    for (int64_t j = 0; j < h; ++j) {
+      total_s[j] += static_cast<double>(ps[j]);
+      total_b[j] += static_cast<double>(pb[j]);
+    }
+  }
+  for (int64_t j = 0; j < h; ++j) {
+    dscale[j] = static_cast<T>(total_s[j]);
+    dbias[j] = static_cast<T>(total_b[j]);
+  }
+}
+
+// Shapes as Forward's: x, dy, dx (..., H) as R rows; mean, rstd one per row; scale, dscale, dbias S rows of H.
+template <ffi::DataType D>
+ffi::Error Backward(ffi::Buffer<D> x, ffi::Buffer<D> mean, ffi::Buffer<D> rstd, ffi::Buffer<D> scale,
+                    ffi::Buffer<D> dy, ffi::ResultBuffer<D> dx, ffi::ResultBuffer<D> dscale,
+                    ffi::ResultBuffer<D> dbias) {
+  using T = ffi::NativeType<D>;
+  if (x.dimensions().size() == 0) return ffi::Error::InvalidArgument("layer_norm kernel: x must have rank >= 1");
+  const int64_t h = x.dimensions().back();
+  if (h == 0) return ffi::Error::Success();
+  const int64_t rows = static_cast<int64_t>(x.element_count()) / h;
+  const int64_t params = static_cast<int64_t>(scale.element_count()) / h;
+  if (params == 0 || rows % params != 0 || static_cast<int64_t>(mean.element_count()) != rows ||
+      dy.element_count() != x.element_count()) {
+    return ffi::Error::InvalidArgument("layer_norm backward kernel: operand shapes do not match");
+  }
+  const int64_t per = rows / params;
+  for (int64_t p = 0; p < params; ++p) {
+    BackwardRows<T>(x.typed_data() + p * per * h, mean.typed_data() + p * per, rstd.typed_data() + p * per,
+                    scale.typed_data() + p * h, dy.typed_data() + p * per * h, dx->typed_data() + p * per * h,
+                    dscale->typed_data() + p * h, dbias->typed_data() + p * h, per, h);
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
-#define LAYERNORM_DEFINE_FORWARD(NAME, DTYPE)                                                      \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME,                                                              \
-                                [](ffi::Buffer<DTYPE> x, ffi::Buffer<DTYPE> scale,                 \
-                                   ffi::Buffer<DTYPE> bias, double eps, ffi::ResultBuffer<DTYPE> y, \
-                                   ffi::ResultBuffer<DTYPE> mean, ffi::ResultBuffer<DTYPE> rstd) {  \
-                                  return Forward<DTYPE>(x, scale, bias, eps, y,    \
-                                                        mean, rstd);                               \
-                                },                                                                 \
-                                ffi::Ffi::Bind()                                                   \
-                                    .Arg<ffi::Buffer<DTYPE>>()                                     \
-                                    .Arg<ffi::Buffer<DTYPE>>()                                     \
-                                    .Arg<ffi::Buffer<DTYPE>>()                                     \
-                                    .Attr<double>("eps")                                           \
-                                    .Ret<ffi::Buffer<DTYPE>>()                                     \
-                                    .Ret<ffi::Buffer<DTYPE>>()                                     \
-                                    .Ret<ffi::Buffer<DTYPE>>())
+#define LAYERNORM_DEFINE(DTYPE, FORWARD, BACKWARD)                                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(FORWARD, Forward<DTYPE>,                                             \
+                                ffi::Ffi::Bind()                                                     \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* x */                               \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* scale */                           \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* bias */                            \
+                                    .Attr<double>("eps")                                             \
+                                    .Ret<ffi::Buffer<DTYPE>>() /* y */                               \
+                                    .Ret<ffi::Buffer<DTYPE>>() /* mean */                            \
+                                    .Ret<ffi::Buffer<DTYPE>>() /* rstd */);                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(BACKWARD, Backward<DTYPE>,                                           \
+                                ffi::Ffi::Bind()                                                     \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* x */                               \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* mean */                            \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* rstd */                            \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* scale */                           \
+                                    .Arg<ffi::Buffer<DTYPE>>() /* dy */                              \
+                                    .Ret<ffi::Buffer<DTYPE>>() /* dx */                              \
+                                    .Ret<ffi::Buffer<DTYPE>>() /* dscale */                          \
+                                    .Ret<ffi::Buffer<DTYPE>>() /* dbias */)
 
-LAYERNORM_DEFINE_FORWARD(LayerNormForwardF32, ffi::F32);
-LAYERNORM_DEFINE_FORWARD(LayerNormForwardF64, ffi::F64);
+LAYERNORM_DEFINE(ffi::F32, LayerNormForwardF32, LayerNormBackwardF32);
+LAYERNORM_DEFINE(ffi::F64, LayerNormForwardF64, LayerNormBackwardF64);
