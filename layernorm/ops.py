@@ -21,13 +21,14 @@ tangents (the map dx -> rstd * (dx - mean(dx) - xhat * mean(dx * xhat)) is its o
 into exactly that backward for `grad`/`vjp`, while `jvp`, `jacfwd` and `hessian` keep working. A `jax.custom_vjp`
 would give the same backward, measured no faster, but breaks forward-mode differentiation, which researchers use.
 
-On CPU, float32 and float64 input normalized over trailing axes goes through a native kernel (`layernorm.native`,
-`csrc/layer_norm_cpu.cc`) that reads each row once instead of XLA's three passes over the whole array: the forward then
-costs about what `x * a + b` costs (benchmarks/README.md). Its statistics are a one-pass variance shifted by an
-estimate of each row's mean, with the exact second pass wherever that estimate is off by over a standard deviation;
-against a float64 reference it is at least as accurate as the XLA path. Its derivative rule is the same closed form,
-written for the kernel's outputs (y, mean, rstd). `impl='xla'` or `LAYERNORM_NATIVE=0` keeps XLA everywhere; GPUs and
-TPUs always use XLA (`jax.lax.platform_dependent` chooses when the program is lowered).
+On CPU, float32 and float64 input normalized over trailing axes goes through native kernels (`layernorm.native`,
+`csrc/layer_norm_cpu.cc`) that read each row once instead of XLA's several passes over the whole array: the forward
+then costs about what `x * a + b` costs, and forward+backward is 2-4x faster (benchmarks/README.md). The forward's
+statistics are a one-pass variance shifted by an estimate of each row's mean, with the exact second pass wherever that
+estimate is off by over a standard deviation; against a float64 reference it is at least as accurate as the XLA path.
+The derivative is the same closed form (`layernorm.native_path`: the backward kernel is the transpose of the tangent,
+so forward mode keeps working). `impl='xla'` or `LAYERNORM_NATIVE=0` keeps XLA everywhere; GPUs and TPUs always use
+XLA (`jax.lax.platform_dependent` chooses when the program is lowered).
 """
 
 from __future__ import annotations
