@@ -138,7 +138,8 @@ inline int64_t ChunkBegin(int64_t chunk, int64_t chunks, int64_t rows) { return 
 // which may start after the caller has returned and then find nothing to claim.
 template <typename F>
 void ParallelChunks(ffi::ThreadPool& pool, int64_t chunks, const F& f) {
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks - 1);
+  // The caller is one of the workers: with a pool of n threads (n = the CPUs this process may use), n - 1 helpers.
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, chunks - 1);
   if (helpers <= 0) {
     for (int64_t c = 0; c < chunks; ++c) f(c);
     return;
