@@ -102,7 +102,7 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
   return shapes
 
 
-def _flax_apply(features: int, use_fast_variance: bool, dtype) -> tuple[Callable, object]:
+def flax_apply(features: int, use_fast_variance: bool, dtype) -> tuple[Callable, object]:
   # dtype: flax computes in float32 for bfloat16 input but returns float32 unless told the output dtype; the other
   # candidates return the input's dtype, and the VJP's cotangent must match the output.
   module = nnx.LayerNorm(
@@ -144,7 +144,7 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
     OURS_XLA: (jax.jit(with_vjp(ours_xla)), (x, scale, bias, dy)),
   }
   for name, fast in (('flax', True), ('flax two-pass', False)):
-    apply, params = _flax_apply(features, fast, x.dtype)
+    apply, params = flax_apply(features, fast, x.dtype)
     params['scale'][...] = scale
     params['bias'][...] = bias
     fwd[name] = (jax.jit(apply), (x, params))
@@ -208,6 +208,28 @@ def measure(shape, dtype, repeats: int, warmup: int, use_torch: bool) -> list[di
         }
       )
   return rows
+
+
+def in_graph_us(shape, dtype, calls: int, repeats: int) -> dict[str, float]:
+  """Microseconds per forward layer norm when `calls` of them run inside one jitted loop: the op's cost without the
+  per-call dispatch that dominates small shapes. Min over `repeats` runs of the loop.
+
+  Each step normalizes the previous output times 0.5, an elementwise op before each layer norm as in a model (a
+  residual add, say); the figure includes that multiply. Normalizing the carry itself would add a copy per step on
+  the native path, not a model's pattern: a loop carry must stay in one buffer, which a custom call cannot write while
+  reading it.
+  """
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(1.0, 2.0, shape), dtype)
+  scale = jnp.asarray(rng.normal(1.0, 0.1, shape[-1]), dtype)
+  bias = jnp.asarray(rng.normal(0.0, 0.1, shape[-1]), dtype)
+  out = {}
+  for name, impl in ((OURS, 'auto'), (OURS_XLA, 'xla')):
+    step = lambda i, y, impl=impl: layer_norm(y * 0.5, scale, bias, eps=EPS, impl=impl)
+    loop = jax.jit(lambda y, step=step: jax.lax.fori_loop(0, calls, step, y))
+    samples = timing.compare({name: lambda loop=loop: loop(x)}, repeats=repeats, warmup=1)
+    out[name] = samples[name].min / calls * 1e6
+  return out
 
 
 def format_table(rows: list[dict]) -> str:
@@ -283,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--warmup', type=int, default=3, help='untimed calls per candidate before sampling')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
+  parser.add_argument(
+    '--in-graph', type=int, default=0, metavar='N', help='also time N forward calls inside one jitted loop per shape'
+  )
   parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
   args = parser.parse_args(argv)
   if args.repeats < 1 or args.warmup < 1:
@@ -310,6 +335,11 @@ def main(argv: list[str] | None = None) -> None:
   print(f'load average at the end: {env["loadavg_end"]}')
   print()
   print(summarize(rows))
+  if args.in_graph:
+    print(f'\nin a jitted loop of {args.in_graph} calls (no per-call dispatch), us per forward layer norm, min:')
+    for shape in parse_shapes(args.shapes):
+      costs = in_graph_us(shape, jnp.dtype(args.dtype), args.in_graph, max(3, args.repeats // 5))
+      print(f'{"x".join(map(str, shape)):>10} ' + ', '.join(f'{name} {us:.2f}' for name, us in costs.items()))
   timing.write_json(args.json, {'environment': env, 'dtype': args.dtype, 'repeats': args.repeats, 'rows': rows})
 
 
