@@ -85,6 +85,15 @@ def test_constant_rows_give_the_bias():
   np.testing.assert_array_equal(layer_norm(x, None, bias), np.broadcast_to(bias, x.shape))
 
 
+def test_a_non_finite_value_spoils_only_its_own_row_as_on_the_xla_path():
+  x = np.random.default_rng(7).normal(size=(5, 40)).astype(np.float32)
+  x[1, 3], x[3, 30] = np.inf, np.nan
+  got, want = np.asarray(layer_norm(x)), np.asarray(layer_norm(x, impl='xla'))
+  np.testing.assert_array_equal(np.isnan(got).all(axis=1), [False, True, False, True, False])
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+  np.testing.assert_allclose(got[[0, 2, 4]], reference(x[[0, 2, 4]]), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('in_axes', [(0, 0, 0), (0, None, None), (None, 0, 0), (1, 0, None)])
 def test_vmap_with_batched_parameters_equals_a_loop(in_axes):
   rng = np.random.default_rng(3)
