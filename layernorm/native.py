@@ -108,6 +108,17 @@ def build(compiler: str) -> Path:
   return path
 
 
+def load_library(compiler: str) -> ctypes.CDLL:
+  """Builds the kernel library if needed and loads it. A cached file that does not load (damaged on disk, say) is
+  removed and built again once, so one bad cache entry cannot leave every later process on the XLA path."""
+  path = build(compiler)
+  try:
+    return ctypes.cdll.LoadLibrary(str(path))
+  except OSError:
+    path.unlink(missing_ok=True)
+    return ctypes.cdll.LoadLibrary(str(build(compiler)))
+
+
 @functools.cache
 def _load() -> bool:
   """Builds, loads and registers the kernel once a process; False (with one warning) where that is impossible."""
@@ -115,7 +126,7 @@ def _load() -> bool:
   try:
     if compiler is None:
       raise RuntimeError('no C++ compiler found (set CXX, or install g++)')
-    library = ctypes.cdll.LoadLibrary(str(build(compiler)))
+    library = load_library(compiler)
     for handlers in TARGETS.values():
       for target, symbol in handlers:
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')

@@ -222,6 +222,17 @@ def test_build_is_cached_and_a_failing_compiler_is_reported(tmp_path, monkeypatc
   assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  compiler = native._compiler()
+  path = native.library_path(compiler)
+  path.parent.mkdir(parents=True)
+  path.write_bytes(b'not a shared library')
+  library = native.load_library(compiler)
+  assert hasattr(library, 'LayerNormForwardF32')
+  assert path.read_bytes()[:4] == b'\x7fELF'
+
+
 def test_without_a_compiler_layer_norm_warns_and_uses_xla(monkeypatch):
   monkeypatch.setattr(native, '_compiler', lambda: None)
   with pytest.warns(RuntimeWarning, match='no C\\+\\+ compiler found.*LAYERNORM_NATIVE=0'):
