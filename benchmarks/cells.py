@@ -17,7 +17,6 @@ Pin a core and use tcmalloc for figures worth comparing:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 
@@ -141,15 +140,13 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--hidden', default='400,1000', help='hidden (= input) sizes, comma-separated')
   parser.add_argument('--batch', default='32,128', help='batch sizes, comma-separated')
   parser.add_argument('--steps', type=int, default=100, help='time steps of the scan')
-  parser.add_argument('--repeats', type=int, default=10, help='samples per candidate (min/median/max over these)')
-  parser.add_argument('--warmup', type=int, default=2, help='untimed calls per candidate before sampling')
-  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
+  timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
   families = [f.strip() for f in args.cells.split(',') if f.strip()]
   if not families or any(f not in FAMILIES for f in families):
     raise SystemExit(f'--cells: choose from {", ".join(FAMILIES)}; got {args.cells!r}.')
-  if args.steps < 1 or args.repeats < 1 or args.warmup < 1:
-    raise SystemExit('--steps, --repeats and --warmup must be at least 1.')
+  if args.steps < 1:
+    raise SystemExit('--steps must be at least 1.')
   hiddens, batches = parse_ints('--hidden', args.hidden), parse_ints('--batch', args.batch)
 
   env = environment(use_torch=False)
@@ -164,13 +161,9 @@ def main(argv: list[str] | None = None) -> None:
       for batch in batches:
         rows += measure(family, hidden, batch, args.steps, args.repeats, args.warmup)
         print(f'# measured {family} H={hidden} B={batch}', file=sys.stderr, flush=True)
-  env['loadavg_end'] = os.getloadavg()
-
-  print()
-  print(format_table(rows))
-  print()
-  print('x plain: median / the plain cell median of the same pass; (min): min / min.')
-  print(f'load average at the end: {env["loadavg_end"]}')
+  timing.print_results(
+    env, format_table(rows), 'x plain: median / the plain cell median of the same pass; (min): min / min.'
+  )
   print()
   print(summarize(rows))
   timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})

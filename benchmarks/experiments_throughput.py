@@ -13,7 +13,6 @@ A timed call is one dispatch, the loop's steady state between stop points (evalu
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from benchmarks import timing
@@ -78,9 +77,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--experiments', default=','.join(EXPERIMENTS), help='comma-separated: mnist, draw')
-  parser.add_argument('--repeats', type=int, default=10, help='samples per candidate')
-  parser.add_argument('--warmup', type=int, default=2, help='untimed calls per candidate before sampling')
-  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
+  timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
   names = [n.strip() for n in args.experiments.split(',') if n.strip()]
   if not names or any(n not in EXPERIMENTS for n in names):
@@ -95,12 +92,9 @@ def main(argv: list[str] | None = None) -> None:
   for name in names:
     rows += measure(name, args.repeats, args.warmup)
     print(f'# measured {name}', file=sys.stderr, flush=True)
-  env['loadavg_end'] = os.getloadavg()
-  print()
-  print(format_table(rows))
-  print()
-  print('time x none: median time per dispatch / the norm=none median (above 1: LN is slower).')
-  print(f'load average at the end: {env["loadavg_end"]}')
+  timing.print_results(
+    env, format_table(rows), 'time x none: median time per dispatch / the norm=none median (above 1: LN is slower).'
+  )
   timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})
 
 

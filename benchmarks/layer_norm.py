@@ -307,17 +307,13 @@ def environment(use_torch: bool) -> dict:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--shapes', default=DEFAULT_SHAPES, help='comma-separated, e.g. 4x1000,32x512x768')
-  parser.add_argument('--repeats', type=int, default=30, help='samples per candidate (min/median/max over these)')
-  parser.add_argument('--warmup', type=int, default=3, help='untimed calls per candidate before sampling')
+  timing.add_sampling_arguments(parser, repeats=30, warmup=3)
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
   parser.add_argument(
     '--in-graph', type=int, default=0, metavar='N', help='also time N forward calls inside one jitted loop per shape'
   )
-  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
   args = parser.parse_args(argv)
-  if args.repeats < 1 or args.warmup < 1:
-    raise SystemExit('--repeats and --warmup must be at least 1.')
 
   use_torch = torch is not None and not args.no_torch
   env = environment(use_torch)
@@ -332,13 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     shape_rows = measure(shape, jnp.dtype(args.dtype), args.repeats, args.warmup, use_torch)
     rows += shape_rows
     print(f'# measured {"x".join(map(str, shape))}', file=sys.stderr, flush=True)
-  env['loadavg_end'] = os.getloadavg()
-
-  print()
-  print(format_table(rows))
-  print()
-  print('x floor: median / the floor median; x ours: median / layer_norm median (above 1: layer_norm is faster).')
-  print(f'load average at the end: {env["loadavg_end"]}')
+  timing.print_results(
+    env,
+    format_table(rows),
+    'x floor: median / the floor median; x ours: median / layer_norm median (above 1: layer_norm is faster).',
+  )
   print()
   print(summarize(rows))
   if args.in_graph:

@@ -24,7 +24,6 @@ import argparse
 import functools
 import itertools
 import math
-import os
 import sys
 from collections.abc import Callable
 
@@ -235,11 +234,9 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch', default='4,128', help='batch sizes, comma-separated')
   parser.add_argument('--norms', default=','.join(NORMS), help='comma-separated: none, ln, bn')
-  parser.add_argument('--repeats', type=int, default=10, help='samples per candidate')
-  parser.add_argument('--warmup', type=int, default=2, help='untimed calls per candidate before sampling')
+  timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   parser.add_argument('--torch-threads', default='1,0', help='PyTorch thread counts to try; 0: its default')
   parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
-  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
   args = parser.parse_args(argv)
   norms = [n.strip() for n in args.norms.split(',') if n.strip()]
   if not norms or any(n not in NORMS for n in norms):
@@ -266,11 +263,7 @@ def main(argv: list[str] | None = None) -> None:
       batch_size, [n for n in norms if n != 'bn' or batch_size >= 2], args.repeats, args.warmup, torch_threads
     )
     print(f'# measured batch {batch_size}', file=sys.stderr, flush=True)
-  env['loadavg_end'] = os.getloadavg()
-  print()
-  print(format_table(rows))
-  print()
-  print(f'load average at the end: {env["loadavg_end"]}')
+  timing.print_results(env, format_table(rows))
   print('\n'.join(summarize(rows)))
   timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})
 

@@ -8,6 +8,7 @@ collector off, and reports the time per call.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import gc
@@ -130,6 +131,37 @@ def text_table(
       out.append('')
     out.append(fmt(line))
   return '\n'.join(out)
+
+
+def positive_int(text: str) -> int:
+  """An argparse type: an integer of at least 1."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'expected an integer of at least 1; got {text!r}')
+  return value
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, repeats: int, warmup: int) -> None:
+  """The flags every benchmark takes: --repeats, --warmup (both at least 1) and --json."""
+  parser.add_argument(
+    '--repeats', type=positive_int, default=repeats, help='samples per candidate (min/median/max over these)'
+  )
+  parser.add_argument('--warmup', type=positive_int, default=warmup, help='untimed calls per candidate before sampling')
+  parser.add_argument('--json', metavar='OUT', help='also write every sample and the environment to this file')
+
+
+def print_results(env: dict, table: str, *legend: str) -> None:
+  """The table, the lines that say how to read it, and the load average at the end (recorded in `env`)."""
+  env['loadavg_end'] = os.getloadavg()
+  print()
+  print(table)
+  print()
+  for line in legend:
+    print(line)
+  print(f'load average at the end: {env["loadavg_end"]}')
 
 
 def print_header(title: str, env: dict, software: str, sampling: str) -> None:
