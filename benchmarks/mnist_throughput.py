@@ -2,7 +2,7 @@
 
     python -m benchmarks.mnist_throughput [--batch 4,128] [--norms none,ln,bn] [--repeats 10] [--json OUT]
 
-The JAX side is the loop of `experiments/train.py` as a user gets it from `configs/mnist.py:norm=...,batch_size=...`:
+The JAX side is the loop of `experiments/loop/` as a user gets it from `configs/mnist.py:norm=...,batch_size=...`:
 its jitted chunk of `config.steps_per_dispatch` training steps in one `lax.scan` (donated state, Adam, per-step
 metrics), fed the stacked batches its `Schedule` picks, gathered and put on the device by the host as the loop does.
 One timed call is one such dispatch; it is the loop's steady state between stop points (logging, evaluation and
@@ -34,7 +34,9 @@ import numpy as np
 from benchmarks import timing
 from benchmarks.layer_norm import environment
 from configs import mnist as mnist_config
-from experiments import mnist, train
+from experiments import loop, mnist
+from experiments.loop import state as state_lib
+from experiments.loop import steps
 
 try:
   import torch
@@ -48,23 +50,23 @@ GOAL_SMALL_BATCH, GOAL_LARGE_BATCH = 3.0, 1.0
 
 
 class LoopChunk:
-  """One dispatch of the training loop's jitted chunk, exactly as `train.train_and_evaluate` issues it.
+  """One dispatch of the training loop's jitted chunk, exactly as `experiments.loop.train` issues it.
 
   Calling it trains `config.steps_per_dispatch` steps on the batches the loop's schedule picks next, and returns the
   chunk's per-step metrics (still on the device) for the timer to wait on.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, task: train.Task):
+  def __init__(self, config: ml_collections.ConfigDict, task: loop.Task):
     num_examples = len(next(iter(task.train_data.values())))
     self.config, self.task = config, task
-    self.schedule = train.Schedule.from_config(config, num_examples)
+    self.schedule = loop.Schedule.from_config(config, num_examples)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, 'data'))
-    parts = train._build(config, task.build_model)
-    self.state = train._initial_state(parts, config.seed, replicated)
-    optimizer_key = tuple(sorted(config.optimizer.to_dict().items()))
-    self.train_chunk, _ = train._jitted_steps(
+    parts = state_lib.build(config, task.build_model, self.schedule.total_steps)
+    self.state = state_lib.initial_state(parts, config.seed, replicated)
+    optimizer_key = steps.optimizer_key(config.optimizer, self.schedule.total_steps)
+    self.train_chunk, _ = steps.jitted_steps(
       task.loss_fn, task.eval_fn, parts.train_def, parts.eval_def, optimizer_key, mesh
     )
     self.step = 0
@@ -73,7 +75,7 @@ class LoopChunk:
 
   def __call__(self):
     idx = self.schedule.indices(self.step, self.steps_per_call)
-    batches = {k: train._put(v[idx], self.stacked) for k, v in self.task.train_data.items()}
+    batches = {k: jax.device_put(v[idx], self.stacked) for k, v in self.task.train_data.items()}
     self.state, metrics = self.train_chunk(self.state, batches)
     self.step += self.steps_per_call
     return metrics
@@ -89,7 +91,7 @@ def synthetic_mnist(num_examples: int = NUM_TRAIN, seed: int = 0) -> dict[str, n
 
 def jax_candidate(norm: str, batch_size: int, data: dict[str, np.ndarray]) -> LoopChunk:
   config = mnist_config.get_config(f'norm={norm},batch_size={batch_size}')
-  task = train.Task(
+  task = loop.Task(
     build_model=functools.partial(mnist.build_model, config.model, IN_FEATURES),
     loss_fn=mnist.loss_fn,
     eval_fn=mnist.eval_fn,
@@ -138,7 +140,7 @@ class TorchChunk:
     self.optimizer = torch.optim.Adam(
       self.model.parameters(), lr=opt.learning_rate, betas=(opt.b1, opt.b2), eps=opt.eps
     )
-    self.schedule = train.Schedule.from_config(config, len(data['label']))
+    self.schedule = loop.Schedule.from_config(config, len(data['label']))
     self.images, self.labels = torch.from_numpy(data['image']), torch.from_numpy(data['label']).long()
     self.steps_per_call = config.steps_per_dispatch
     self.step = 0

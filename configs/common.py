@@ -1,6 +1,6 @@
 """What every experiment's config shares: the training-loop fields and big_vision-style `parse_arg`.
 
-Each `configs/<name>.py` starts from `base_config()` (the fields `experiments/train.py` reads), adds its `data` and
+Each `configs/<name>.py` starts from `base_config()` (the fields `experiments/loop/` reads), adds its `data` and
 `model` sections, and parses its variants with `parse_arg`.
 """
 
@@ -10,7 +10,7 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The training-loop fields, with defaults; `experiments.train.validate_training_config` checks them."""
+  """The training-loop fields, with defaults; `experiments.loop.validate_training_config` checks them."""
   config = ml_collections.ConfigDict()
   # Run
   config.seed = 0  # Model init, per-step randomness and the data order all derive from it.
@@ -28,14 +28,27 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
   config.optimizer.eps = 1e-8
-  config.optimizer.grad_clip_norm = 0.0  # Clip the global gradient norm to this; 0 turns clipping off.
+  # False: the order-embedding / skip-thoughts Theano code's Adam (effectively no bias correction; loop/optim.py).
+  config.optimizer.bias_correction = True
+  # none | global_norm | per_tensor_norm (each tensor on its own) | attentive_reader (that code's rule; optim.py).
+  config.optimizer.grad_clip = 'none'
+  config.optimizer.grad_clip_norm = 0.0  # The clipping threshold.
+  config.optimizer.schedule = 'constant'  # constant | cosine | linear_decay (both to 0 at the last step).
+  config.optimizer.warmup_steps = 0  # Linear warm-up from 0 over this many steps.
 
   # Cadence. Every periodic action uses one predicate: `step % every == 0 or step == last step`.
   config.log_every_steps = 100  # Training metrics (means over the steps since the last log) and the progress line.
   config.eval_every_epochs = 1  # Evaluation of every eval split; also after the last step.
+  config.eval_every_steps = 0  # If > 0, evaluate every this many steps instead (e.g. 300 for order-embeddings).
   config.eval_batch_size = 1_000  # The last partial eval batch is padded and masked: every example counts once.
   config.checkpoint_every_steps = 1_000  # Also after the last step.
   config.checkpoints_to_keep = 3  # At least 2, so that a corrupt latest checkpoint has a predecessor.
+  config.keep_every_steps = 0  # If > 0, checkpoints at multiples of it are kept for good (scores over training).
+
+  # Model selection. With a metric, the best checkpoint is kept (checkpoints_best/, best.json) and the run ends by
+  # logging best/*: every evaluation of the best model. '' selects nothing (the last model is the result).
+  config.best_metric = ''  # e.g. 'eval/valid/error', 'eval/retrieval/r_sum'.
+  config.best_mode = ''  # min | max | '' (max for accuracies, recalls and scores; min for errors and losses).
   # Training steps run in one device call (a `lax.scan`): at small batches the per-call overhead would dominate.
   config.steps_per_dispatch = 16
   return config

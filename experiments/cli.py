@@ -22,7 +22,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import train
+from experiments import loop
 
 EXIT_CONFIG = 2
 EXIT_WORKDIR = 3
@@ -59,11 +59,11 @@ def run_experiment(
     return _fail(str(e), EXIT_CONFIG)
   try:
     metrics = train_and_evaluate(config, workdir)
-  except train.ConfigError as e:
+  except loop.ConfigError as e:
     return _fail(str(e), EXIT_CONFIG)
-  except train.WorkdirError as e:
+  except loop.WorkdirError as e:
     return _fail(str(e), EXIT_WORKDIR)
-  except train.DivergedError as e:
+  except loop.DivergedError as e:
     return _fail(str(e), EXIT_DIVERGED)
   logging.info('Final metrics: %s', metrics)
   return 0

@@ -17,16 +17,15 @@ import sys
 import jax
 import numpy as np
 
-from experiments import draw, train
-from experiments.draw_pictures import drawing_sequence, samples_grid, save_png
+from experiments.draw.pictures import drawing_sequence, samples_grid, save_png
+from experiments.draw.task import load_trained_model
 
 
 def write_pictures(
   workdir: str, out_dir: str, *, num_samples: int = 64, num_sequences: int = 8, steps: int = 8, seed: int = 0
 ) -> list[str]:
   """Samples from the model in `workdir` and writes the PNGs; returns their paths."""
-  config = train.read_config(workdir)
-  model = train.load_model(workdir, draw.build_task(config))
+  model = load_trained_model(workdir)  # From config.json, task.json and the checkpoint: no data set is read.
   canvases_TxNxHxW = np.asarray(model.sample(max(num_samples, num_sequences), jax.random.key(seed)))
   os.makedirs(out_dir, exist_ok=True)
   grid = samples_grid(canvases_TxNxHxW[-1, :num_samples], ncols=math.ceil(math.sqrt(num_samples)))

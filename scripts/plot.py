@@ -13,7 +13,6 @@ files only, never from live runs; a partly written last line of a running job is
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -22,8 +21,8 @@ from collections.abc import Iterable, Sequence
 # Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
 from matplotlib.figure import Figure
 
-METRICS_FILE = 'metrics.jsonl'
-CONFIG_FILE = 'config.json'
+from experiments import workdir
+
 X_KEYS = ('step', 'epoch')
 # Figure 6's metric names; the first one a run logged is used, so the figure survives renames in the loop. The
 # epoch mean of the training loss comes first: Figure 6 plots one NLL per epoch, and a single logged step's loss at
@@ -89,44 +88,14 @@ def _name_overrides(name: str) -> dict[str, str]:
   return {k.split('.')[-1]: v for k, v in pairs}
 
 
-def read_rows(path: str) -> list[dict]:
-  """The JSON objects of a `metrics.jsonl`; ValueError naming the file if it is missing, empty or malformed."""
-  if not os.path.isfile(path):
-    raise ValueError(
-      f'{path}: not found. Is {os.path.dirname(path) or "."} a workdir? Runs write {METRICS_FILE} there.'
-    )
-  with open(path) as f:
-    lines = f.read().splitlines()
-  rows = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      if i == len(lines) - 1:  # A running job may be mid-write: the rows before it are good.
-        print(f'{path}: skipping the partly written last line {i + 1}.', file=sys.stderr)
-        continue
-      raise ValueError(f'{path}, line {i + 1}: not JSON ({e}); each line must be one JSON object.') from e
-    if not isinstance(row, dict):
-      raise ValueError(f'{path}, line {i + 1}: expected a JSON object, found {type(row).__name__}.')
-    rows.append(row)
-  if not rows:
-    raise ValueError(f'{path}: no rows (empty file). Has the run logged anything yet?')
-  return rows
-
-
 def load_run(path: str) -> Run:
   """Reads one workdir's rows and labels (config.json if present, else the directory name)."""
-  rows = read_rows(os.path.join(path, METRICS_FILE))
+  rows = workdir.read_rows(path, strict=True)
   config = {}
-  config_path = os.path.join(path, CONFIG_FILE)
-  if os.path.isfile(config_path):
-    with open(config_path) as f:
-      try:
-        config = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{config_path}: not JSON ({e}).') from e
+  try:
+    config = workdir.read_saved_config(path) or {}
+  except workdir.WorkdirError as e:
+    raise ValueError(str(e)) from None
   from_name = _name_overrides(os.path.basename(os.path.normpath(path)))
   norm = _lookup(config, ('norm', 'model.norm', 'normalization', 'model.normalization'))
   norm = from_name.get('norm') if norm is None else norm
@@ -150,10 +119,10 @@ def find_runs(paths: Iterable[str]) -> list[str]:
   for path in paths:
     if os.path.basename(os.path.normpath(path)) in SWEEP_SIDE_DIRS:
       continue  # `runs/fig6/*` also matches the sweep's own logs/ and submitit/ folders.
-    if os.path.isfile(os.path.join(path, METRICS_FILE)) or not os.path.isdir(path):
+    if os.path.isfile(os.path.join(path, workdir.METRICS_FILE)) or not os.path.isdir(path):
       runs.append(path)  # A path that is no directory fails in load_run with the file's name.
       continue
-    children = sorted(c.path for c in os.scandir(path) if os.path.isfile(os.path.join(c.path, METRICS_FILE)))
+    children = sorted(c.path for c in os.scandir(path) if os.path.isfile(os.path.join(c.path, workdir.METRICS_FILE)))
     runs.extend(children or [path])
   return runs
 
@@ -187,7 +156,7 @@ def _check_x(runs: Sequence[Run], x: str) -> None:
   if missing:
     other = 'step' if x == 'epoch' else 'epoch'
     raise ValueError(
-      f'No row has {x!r} in {", ".join(os.path.join(p, METRICS_FILE) for p in missing)}; try --x {other}.'
+      f'No row has {x!r} in {", ".join(os.path.join(p, workdir.METRICS_FILE) for p in missing)}; try --x {other}.'
     )
 
 

@@ -12,14 +12,11 @@ METRIC=VALUE` adds a column with the first epoch whose METRIC is <= VALUE (the "
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 
+from experiments import workdir
 from scripts import plot
-
-STATUS_FILE = 'status.json'
 
 
 def value_at_epoch(run: plot.Run, metric: str, epoch: float) -> float | None:
@@ -48,14 +45,12 @@ def parse_reach(text: str) -> tuple[str, float]:
 
 
 def run_status(run: plot.Run) -> str:
-  path = os.path.join(run.path, STATUS_FILE)
-  if not os.path.isfile(path):
+  try:
+    status = workdir.read_status(run.path)
+  except workdir.WorkdirError:
+    return 'unreadable'
+  if status is None:
     return '-'
-  with open(path) as f:
-    try:
-      status = json.load(f)
-    except json.JSONDecodeError:
-      return 'unreadable'
   return f'{status.get("status", "?")} at step {status.get("step", "?")}'
 
 

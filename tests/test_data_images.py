@@ -11,8 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from experiments.data import binarized_mnist, mnist
+from experiments.data import mnist
 from experiments.data.idx import read_idx
+from experiments.draw import data as binarized_mnist
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}

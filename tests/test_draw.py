@@ -11,13 +11,13 @@ from flax import nnx
 
 from configs import draw as draw_config
 from experiments import draw
-from experiments.draw_model import DRAW, negative_elbo
+from experiments.draw.model import DRAW, negative_elbo
 from scripts import draw_pictures
 
 
 def test_config_variants_follow_the_paper():
   paper = draw_config.get_config('paper,norm=none')
-  sizes = {k: paper.model[k] for k in draw.SIZE_FIELDS}
+  sizes = {k: paper.model[k] for k in draw.task.SIZE_FIELDS}
   assert sizes == {'hidden': 256, 'latent': 100, 'glimpses': 64, 'read_n': 2, 'write_n': 5}
   assert (paper.model.norm, paper.data.source, paper.batch_size, paper.num_epochs) == ('none', 'amat', 128, 200)
   assert paper.optimizer.learning_rate == 1e-3

@@ -10,8 +10,8 @@ import optax
 import pytest
 from flax import nnx
 
-from experiments import draw_model as dm
-from experiments.draw_pictures import drawing_sequence, samples_grid, save_png
+from experiments.draw import model as dm
+from experiments.draw.pictures import drawing_sequence, samples_grid, save_png
 from layernorm import layer_norm
 
 TINY = dict(hidden=16, latent=4, glimpses=3, read_n=2, write_n=3)

@@ -12,7 +12,7 @@ from flax import nnx
 
 from configs import common
 from configs import mnist as mnist_config
-from experiments import metric_writers, mnist, train
+from experiments import loop, mnist
 from layernorm import BatchNorm, LayerNorm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,11 +123,11 @@ def test_validate_rejects_bad_values(key, value, field):
 
 def test_validate_rejects_bn_at_batch_size_1_and_a_missing_data_dir(tmp_path):
   config = mnist_config.get_config('smoke,norm=bn,batch_size=1')
-  with pytest.raises(train.ConfigError, match='norm=bn needs batch statistics of 2 or more'):
+  with pytest.raises(loop.ConfigError, match='norm=bn needs batch statistics of 2 or more'):
     mnist.validate(config)
   config = mnist_config.get_config('smoke,source=idx')
   config.data.dir = str(tmp_path / 'no_such_dir')
-  with pytest.raises(train.ConfigError, match='no_such_dir'):
+  with pytest.raises(loop.ConfigError, match='no_such_dir'):
     mnist.validate(config)
 
 
@@ -152,7 +152,7 @@ def test_cli_rejects_a_bad_config_without_touching_the_workdir(tmp_path):
 def test_smoke_variants_train(variant, tmp_path):
   config = mnist_config.get_config(variant)
   final = mnist.train_and_evaluate(config, str(tmp_path))
-  rows = [r for r in metric_writers.read_rows(str(tmp_path)) if 'epoch' in r]
+  rows = [r for r in loop.read_rows(str(tmp_path)) if 'epoch' in r]
   assert [r['epoch'] for r in rows] == [1, 2]
   # It learns: the epoch-mean training NLL falls, and the held-out errors are well under chance (0.9).
   assert rows[1]['train_epoch/loss'] < rows[0]['train_epoch/loss']
@@ -166,6 +166,6 @@ def test_full_size_variants_take_a_few_steps(variant, tmp_path):
   config = mnist_config.get_config(variant)
   config.num_train_steps = 3
   final = mnist.train_and_evaluate(config, str(tmp_path))
-  model = train.load_model(str(tmp_path), mnist.build_task(config))
+  model = loop.load_model(str(tmp_path), mnist.build_task(config))
   assert model.hidden[0].kernel.shape == (64, 1000) and model.hidden[1].kernel.shape == (1000, 1000)
   assert np.isfinite(final['train/loss']) and final['eval/test/error'] < 0.9

@@ -22,7 +22,8 @@ import pytest
 from flax import nnx
 
 from configs import common
-from experiments import checkpointing, cli, metric_writers, train
+from experiments import cli, loop
+from experiments.loop import checkpoints, metric_writers
 from layernorm import BatchNorm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,11 +72,11 @@ def eval_fn(model, batch, rng):
   }
 
 
-def make_task(noise: float = 0.1, nan_at_step: int = 0) -> train.Task:
+def make_task(noise: float = 0.1, nan_at_step: int = 0) -> loop.Task:
   data_rng = np.random.default_rng(123)
   x = data_rng.normal(size=(NUM_TRAIN + 36, NUM_IN)).astype(np.float32)
   y = np.argmax(x @ data_rng.normal(size=(NUM_IN, NUM_CLASSES)), axis=1).astype(np.int32)
-  return train.Task(
+  return loop.Task(
     build_model=lambda rngs: TinyNet(rngs, nan_at_step),
     loss_fn=LOSS_FNS[noise],
     eval_fn=eval_fn,
@@ -111,7 +112,7 @@ def model_arrays(model: nnx.Module) -> list[np.ndarray]:
 
 def comparable_rows(workdir: str) -> list[dict]:
   """The logged rows without timings (which differ between runs)."""
-  return [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in metric_writers.read_rows(workdir)]
+  return [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in loop.read_rows(workdir)]
 
 
 def final_digest(workdir: str) -> str:
@@ -137,7 +138,7 @@ def run_interrupted(workdir, monkeypatch, at_step: int, config=None, task=None):
   with monkeypatch.context() as m:
     m.setattr(metric_writers.MetricWriter, 'write', write)
     with pytest.raises(Interrupt):
-      train.train_and_evaluate(config or make_config(), workdir, task or make_task())
+      loop.train(config or make_config(), workdir, task or make_task())
 
 
 @pytest.fixture(scope='module')
@@ -159,7 +160,7 @@ def copy_of(workdir, tmp_path) -> str:
 def straight(tmp_path_factory):
   """An uninterrupted run: (workdir, final metrics)."""
   workdir = str(tmp_path_factory.mktemp('straight'))
-  return workdir, train.train_and_evaluate(make_config(), workdir, make_task())
+  return workdir, loop.train(make_config(), workdir, make_task())
 
 
 def subprocess_env(tmp_path) -> dict:
@@ -177,7 +178,7 @@ def test_golden_two_steps(tmp_path):
   """Two steps of the loop against plain jnp + a hand-written Adam on the same init and the same batches."""
   config = make_config(num_train_steps=2, log_every_steps=1)
   task = make_task(noise=0.0)
-  init = train.init_model(config, task)
+  init = loop.init_model(config, task)
   p = {
     'w1': init.fc1.kernel[...],
     'g': init.bn.scale[...],
@@ -217,13 +218,13 @@ def test_golden_two_steps(tmp_path):
     expected_rows.append({'loss': float(loss), 'grad_norm': grad_norm})
     p = {k: jnp.asarray(val, jnp.float32) for k, val in new_p.items()}
 
-  train.train_and_evaluate(config, str(tmp_path), task)
-  rows = [r for r in metric_writers.read_rows(str(tmp_path)) if 'train/loss' in r]
+  loop.train(config, str(tmp_path), task)
+  rows = [r for r in loop.read_rows(str(tmp_path)) if 'train/loss' in r]
   assert [r['step'] for r in rows] == [1, 2]
   for row, expected in zip(rows, expected_rows, strict=True):
     np.testing.assert_allclose(row['train/loss'], expected['loss'], rtol=1e-6)
     np.testing.assert_allclose(row['train/grad_norm'], expected['grad_norm'], rtol=1e-5)
-  model = train.load_model(str(tmp_path), task)
+  model = loop.load_model(str(tmp_path), task)
   for got, want in [
     (model.fc1.kernel, p['w1']),
     (model.bn.scale, p['g']),
@@ -240,18 +241,18 @@ def test_golden_two_steps(tmp_path):
 
 def test_run_logs_checkpoints_and_evaluates_exactly(straight):
   workdir, final = straight
-  rows = metric_writers.read_rows(workdir)
+  rows = loop.read_rows(workdir)
   assert [r['step'] for r in rows] == [4, 8, 12, 16, 20, 24]  # Log every 4, eval every 8; 6 and 18 only checkpoint.
   assert [r.get('epoch') for r in rows if 'epoch' in r] == [1, 2, 3]
   assert [r['step'] for r in rows if 'train/loss' in r] == [4, 8, 12, 16, 20, 24]
-  assert train.read_status(workdir)['status'] == 'done'
+  assert loop.read_status(workdir)['status'] == 'done'
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()) == [12, 18, 24]
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['batch_size'] == 8
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
   # The eval means cover every example once: padded examples of the last batch are masked out.
   task = make_task()
-  model = train.load_model(workdir, task)
+  model = loop.load_model(workdir, task)
   valid = task.eval_data['valid']
   logits = np.asarray(model(valid['x']), np.float64)
   logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
@@ -268,20 +269,20 @@ def test_run_logs_checkpoints_and_evaluates_exactly(straight):
 def test_resume_is_bit_identical_and_logs_each_step_once(tmp_path, interrupted, straight):
   straight_dir, straight_final = straight
   workdir = copy_of(interrupted, tmp_path)  # Checkpoint at 12 (mid-epoch); rows up to 16 written.
-  assert train.read_status(workdir)['status'] == 'running'
-  assert max(r['step'] for r in metric_writers.read_rows(workdir)) == 16
-  final = train.train_and_evaluate(make_config(), workdir, make_task())
+  assert loop.read_status(workdir)['status'] == 'running'
+  assert max(r['step'] for r in loop.read_rows(workdir)) == 16
+  final = loop.train(make_config(), workdir, make_task())
   assert final == straight_final
   assert comparable_rows(workdir) == comparable_rows(straight_dir)
   assert final_digest(workdir) == final_digest(straight_dir)
   for a, b in zip(
-    model_arrays(train.load_model(workdir, make_task())),
-    model_arrays(train.load_model(straight_dir, make_task())),
+    model_arrays(loop.load_model(workdir, make_task())),
+    model_arrays(loop.load_model(straight_dir, make_task())),
     strict=True,
   ):
     np.testing.assert_array_equal(a, b)
   # A finished run, re-run, says so and returns its final metrics without training.
-  assert train.train_and_evaluate(make_config(), workdir, make_task()) == straight_final
+  assert loop.train(make_config(), workdir, make_task()) == straight_final
 
 
 def corrupt_by_garbage(checkpoint_dir):
@@ -313,12 +314,12 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
   workdir = copy_of(interrupted, tmp_path)  # Checkpoints at 6 and 12.
   corrupt(os.path.join(workdir, 'checkpoints', '12'))
   # load_model reads the good one and changes nothing.
-  model = train.load_model(workdir, make_task())
+  model = loop.load_model(workdir, make_task())
   assert int(model.count[...]) == 6
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '12'))
-  final = train.train_and_evaluate(make_config(), workdir, make_task())
+  final = loop.train(make_config(), workdir, make_task())
   assert 'step 12' in caplog.text and 'corrupt' in caplog.text and reason in caplog.text
-  assert os.path.isdir(os.path.join(workdir, checkpointing.CORRUPT_DIR, '12'))
+  assert os.path.isdir(os.path.join(workdir, checkpoints.CORRUPT_DIR, '12'))
   assert final == straight_final
   assert comparable_rows(workdir) == comparable_rows(straight_dir)
   assert final_digest(workdir) == final_digest(straight_dir)
@@ -328,17 +329,17 @@ def test_nan_stops_the_run_as_diverged_and_keeps_the_good_checkpoint(tmp_path, c
   workdir = str(tmp_path)
   task = make_task(nan_at_step=7)
   run = lambda: cli.run_experiment(
-    lambda c, w: train.train_and_evaluate(c, w, task), train.validate_training_config, make_config(), workdir
+    lambda c, w: loop.train(c, w, task), loop.validate_training_config, make_config(), workdir
   )
   assert run() == cli.EXIT_DIVERGED
   err = capsys.readouterr().err
   assert 'NaN or Inf at step 7' in err and 'loss=nan' in err
-  status = train.read_status(workdir)
+  status = loop.read_status(workdir)
   assert status['status'] == 'diverged' and status['step'] == 7
-  rows = metric_writers.read_rows(workdir)
+  rows = loop.read_rows(workdir)
   assert [r['step'] for r in rows] == [4]  # Logs up to the last stop point before the NaN stay.
   assert all(np.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
-  model = train.load_model(workdir, task)  # The last good checkpoint.
+  model = loop.load_model(workdir, task)  # The last good checkpoint.
   assert int(model.count[...]) == 6
   assert all(np.all(np.isfinite(a)) for a in model_arrays(model))
   # Re-running does not try again: it would diverge the same way.
@@ -371,10 +372,10 @@ BAD_VALUES = [
 @pytest.mark.parametrize('key,value', BAD_VALUES)
 def test_validate_rejects_each_bad_value_naming_field_and_fix(key, value):
   config = make_config()
-  train.validate_training_config(config)  # The good config passes.
+  loop.validate_training_config(config)  # The good config passes.
   config = make_config(**{key: value})
-  with pytest.raises(train.ConfigError) as e:
-    train.validate_training_config(config)
+  with pytest.raises(loop.ConfigError) as e:
+    loop.validate_training_config(config)
   message = str(e.value)
   assert f'config.{key} must be' in message and f'--config.{key}=' in message
   assert message.count('\n  - ') == 1  # Exactly this one problem.
@@ -383,20 +384,20 @@ def test_validate_rejects_each_bad_value_naming_field_and_fix(key, value):
 def test_workdir_guards(tmp_path, straight):
   straight_dir, _ = straight
   # A different config on an existing run is refused, naming the difference, before anything is written.
-  with pytest.raises(train.WorkdirError, match=r'batch_size: 8 in the workdir, 16 now'):
-    train.train_and_evaluate(make_config(batch_size=16), straight_dir, make_task())
+  with pytest.raises(loop.WorkdirError, match=r'batch_size: 8 in the workdir, 16 now'):
+    loop.train(make_config(batch_size=16), straight_dir, make_task())
   # A directory with unrelated files is refused.
   (tmp_path / 'notes.txt').write_text('mine')
-  with pytest.raises(train.WorkdirError, match='not empty'):
-    train.train_and_evaluate(make_config(), str(tmp_path), make_task())
+  with pytest.raises(loop.WorkdirError, match='not empty'):
+    loop.train(make_config(), str(tmp_path), make_task())
   assert os.listdir(tmp_path) == ['notes.txt']
   # A batch larger than the data is a config error.
-  with pytest.raises(train.ConfigError, match='larger than the training set'):
-    train.train_and_evaluate(make_config(batch_size=128), str(tmp_path / 'new'), make_task())
+  with pytest.raises(loop.ConfigError, match='larger than the training set'):
+    loop.train(make_config(batch_size=128), str(tmp_path / 'new'), make_task())
 
 
 def test_schedule_data_order_is_a_function_of_seed_and_epoch():
-  schedule = train.Schedule.from_config(make_config(), NUM_TRAIN)
+  schedule = loop.Schedule.from_config(make_config(), NUM_TRAIN)
   first = schedule.indices(0, 24)
   # Each epoch is a permutation (no example twice), seeded by (seed, epoch), and epochs differ.
   for e in range(3):
@@ -405,7 +406,7 @@ def test_schedule_data_order_is_a_function_of_seed_and_epoch():
   assert not np.array_equal(first[:8], first[8:16])
   # Any window of steps sees the same batches as the full sequence (what makes a resume see the same data).
   np.testing.assert_array_equal(schedule.indices(13, 5), first[13:18])
-  assert [train._chunk_size(r, 16) for r in (40, 16, 15, 8, 7, 1)] == [16, 16, 8, 8, 4, 1]
+  assert [loop.schedule.chunk_size(r, 16) for r in (40, 16, 15, 8, 7, 1)] == [16, 16, 8, 8, 4, 1]
 
 
 def test_two_devices_match_one(tmp_path, straight):
@@ -416,9 +417,9 @@ def test_two_devices_match_one(tmp_path, straight):
 import sys, json, jax
 sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
 import test_train_loop as t
-from experiments import train
+from experiments import loop
 assert jax.device_count() == 2, jax.devices()
-final = train.train_and_evaluate(t.make_config(), {workdir!r}, t.make_task())
+final = loop.train(t.make_config(), {workdir!r}, t.make_task())
 print(json.dumps(final))
 """
   env = subprocess_env(tmp_path)
@@ -430,8 +431,8 @@ print(json.dumps(final))
   for k in final:
     np.testing.assert_allclose(final[k], straight_final[k], rtol=2e-4, atol=1e-5, err_msg=k)
   for a, b in zip(
-    model_arrays(train.load_model(workdir, make_task())),
-    model_arrays(train.load_model(straight_dir, make_task())),
+    model_arrays(loop.load_model(workdir, make_task())),
+    model_arrays(loop.load_model(straight_dir, make_task())),
     strict=True,
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -471,12 +472,12 @@ def test_sigkill_mid_training_then_resume_ends_identical(tmp_path):
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   proc.stderr.close()
-  status = train.read_status(workdir)
+  status = loop.read_status(workdir)
   assert status['status'] == 'running' and status['step'] < 648, status
 
   result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resuming' in result.stderr
-  assert train.read_status(workdir)['metrics'] == straight_final
+  assert loop.read_status(workdir)['metrics'] == straight_final
   assert comparable_rows(workdir) == comparable_rows(straight_dir)
   assert final_digest(workdir) == final_digest(straight_dir)

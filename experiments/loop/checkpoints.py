@@ -25,7 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-CORRUPT_DIR = 'checkpoints_corrupt'
+CORRUPT_SUFFIX = '_corrupt'  # checkpoints/ -> checkpoints_corrupt/: where corrupt checkpoints are moved aside.
+CORRUPT_DIR = 'checkpoints' + CORRUPT_SUFFIX
 
 
 class _QuietOrbax(py_logging.Filter):
@@ -71,10 +72,11 @@ class Checkpointer:
   Args:
     directory: where the checkpoints go (`<workdir>/checkpoints`).
     max_to_keep: how many of the newest checkpoints to keep; 2 or more lets a corrupt one fall back.
+    keep_period: checkpoints at steps that are multiples of this are never deleted (None: none are kept for good).
     read_only: never create, move or delete anything (for `load_model` on a finished or running run).
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3, *, read_only: bool = False):
+  def __init__(self, directory: str, max_to_keep: int = 3, *, keep_period: int | None = None, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
     absl_logger = logging.get_absl_logger()
@@ -82,6 +84,7 @@ class Checkpointer:
       absl_logger.addFilter(_QUIET_ORBAX)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
+      keep_period=keep_period or None,  # Orbax keeps these besides the newest `max_to_keep`.
       # Synchronous: the digest is taken from the same host copy, and a finished `save` is a durable checkpoint.
       enable_async_checkpointing=False,
       create=not read_only,
@@ -105,7 +108,7 @@ class Checkpointer:
     )
     self._manager.wait_until_finished()
 
-  def _restore(self, step: int, abstract_tree: Any) -> tuple[Any, dict]:
+  def restore(self, step: int, abstract_tree: Any) -> tuple[Any, dict]:
     names = flat_names(abstract_tree)
     leaves, treedef = jax.tree.flatten(abstract_tree)
     meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
@@ -143,7 +146,7 @@ class Checkpointer:
     """
     for step in reversed(self.steps()):
       try:
-        return self._restore(step, abstract_tree)
+        return self.restore(step, abstract_tree)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # Any failure to read a checkpoint back means it is unusable.
@@ -162,7 +165,7 @@ class Checkpointer:
     if self.read_only:
       return
     if jax.process_index() == 0:
-      target = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
+      target = os.path.join(self.directory + CORRUPT_SUFFIX, str(step))
       if os.path.exists(target):
         shutil.rmtree(target)
       os.makedirs(os.path.dirname(target), exist_ok=True)

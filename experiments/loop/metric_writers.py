@@ -8,42 +8,10 @@ writers import TensorFlow.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 
-METRICS_FILE = 'metrics.jsonl'
-
-
-def read_rows(workdir: str) -> list[dict]:
-  """The rows of `workdir/metrics.jsonl`; a partly written last line (a killed run) is skipped."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # Only a SIGKILL mid-write leaves a broken line, and only as the last one.
-      if isinstance(row, dict) and isinstance(row.get('step'), int):
-        rows.append(row)
-  return rows
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def _json_value(v):
-  # JSON has no NaN or Inf; null keeps the file standard (a diverged run never logs them anyway).
-  return v if math.isfinite(v) else None
+from experiments.workdir import METRICS_FILE, atomic_write, json_value, read_rows
 
 
 class MetricWriter:
@@ -66,7 +34,7 @@ class MetricWriter:
     existed = os.path.exists(path)
     self.rows = [r for r in read_rows(workdir) if r['step'] <= resume_step]
     if existed:
-      _atomic_write(path, ''.join(json.dumps(r) + '\n' for r in self.rows))
+      atomic_write(path, ''.join(json.dumps(r) + '\n' for r in self.rows))
     self._file = open(path, 'a')  # noqa: SIM115 -- held open for the whole run, closed by `close`.
 
     import tensorboardX  # Imported here: processes that do not write should not pay for it.
@@ -80,7 +48,7 @@ class MetricWriter:
       return
     row = {'step': int(step)}
     for key, value in scalars.items():
-      row[key] = int(value) if isinstance(value, int) else _json_value(float(value))
+      row[key] = int(value) if isinstance(value, int) else json_value(float(value))
     self.rows.append(row)
     self._file.write(json.dumps(row) + '\n')
     self._file.flush()  # A SIGKILL loses nothing that was flushed; fsync in `sync` guards against power loss.

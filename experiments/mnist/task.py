@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import cli, train
+from experiments import loop
 from experiments.data.mnist import check_source, load_mnist
 from layernorm import BatchNorm, LayerNorm
 
@@ -121,17 +121,8 @@ def eval_fn(model: MLP, batch: dict[str, jax.Array], rng: jax.Array) -> dict[str
   return {'nll': nll, 'error': (jnp.argmax(logits, -1) != batch['label']).astype(jnp.float32)}
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises a ConfigError (a ValueError) listing every invalid value and its fix; touches no workdir."""
-  problems = train.config_problems(config)
-  model, data = config.get('model'), config.get('data')
-  if model is None or data is None:
-    problems.append('config.model and config.data are missing: build the config with configs/mnist.py.')
-    train.raise_config_problems(problems)
-  if model.norm not in NORMS:
-    problems.append(
-      f'config.model.norm must be one of {", ".join(NORMS)}; got {model.norm!r}. Fix: e.g. --config.model.norm=ln'
-    )
+def _model_problems(config: ml_collections.ConfigDict, problems: list[str]) -> None:
+  model = config.model
   sizes = tuple(model.hidden_sizes)
   if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
     problems.append(
@@ -150,11 +141,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f'norm=bn needs batch statistics of 2 or more examples; got batch_size={config.batch_size}. '
       'Fix: --config.batch_size=4 or larger, or norm=ln (which works at batch size 1).'
     )
-  try:
-    check_source(data.source, data.dir)
-  except ValueError as e:
-    problems.append(f'config.data (source={data.source!r}, dir={data.dir!r}): {e}')
-  train.raise_config_problems(problems)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises a ConfigError (a ValueError) listing every invalid value and its fix; touches no workdir."""
+  loop.check_experiment(
+    config, config_file='configs/mnist.py', norms=NORMS, check_source=check_source, more=_model_problems
+  )
 
 
 def _arrays(split: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,11 +156,11 @@ def _arrays(split: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
   return {'image': images.reshape(len(images), -1), 'label': labels.astype(np.int32)}
 
 
-def build_task(config: ml_collections.ConfigDict) -> train.Task:
+def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """Loads the data of `config.data` and returns the Task for the loop."""
   splits = load_mnist(config.data.source, config.data.dir)
   train_data = _arrays(splits['train'])
-  return train.Task(
+  return loop.Task(
     build_model=functools.partial(build_model, config.model, train_data['image'].shape[1]),
     loss_fn=loss_fn,
     eval_fn=eval_fn,
@@ -179,10 +172,4 @@ def build_task(config: ml_collections.ConfigDict) -> train.Task:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains and evaluates the MLP of `config` in `workdir` (resuming it); returns the final metrics."""
   validate(config)
-  return train.train_and_evaluate(config, workdir, build_task(config))
-
-
-main = cli.make_main(train_and_evaluate, validate)
-
-if __name__ == '__main__':
-  cli.run(main)
+  return loop.train(config, workdir, build_task(config))

@@ -1,6 +1,6 @@
 """DRAW on binarized MNIST with and without layer normalization (paper section 6.4, Figure 4), on the shared loop.
 
-The model is `experiments.draw_model.DRAW`: filterbank read and write attention, encoder and decoder LSTMs, a
+The model is `experiments.draw.model.DRAW`: filterbank read and write attention, encoder and decoder LSTMs, a
 Gaussian latent per glimpse and a Bernoulli likelihood on the final canvas. `norm='ln'` uses the appendix's DRAW LSTM
 (eq. 29-31, LN only on the cell before the output tanh) in both the encoder and the decoder.
 
@@ -22,9 +22,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from experiments import cli, train
-from experiments.data.binarized_mnist import check_source, load_binarized_mnist
-from experiments.draw_model import DRAW, negative_elbo_terms
+from experiments import loop
+from experiments.draw.data import check_source, load_binarized_mnist
+from experiments.draw.model import DRAW, negative_elbo_terms
 
 NORMS = ('none', 'ln')
 SIZE_FIELDS = ('hidden', 'latent', 'glimpses', 'read_n', 'write_n')
@@ -56,24 +56,9 @@ def eval_fn(model: DRAW, batch: dict[str, jax.Array], rng: jax.Array) -> dict[st
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises a ConfigError (a ValueError) listing every invalid value and its fix; touches no workdir."""
-  problems = train.config_problems(config)
-  model, data = config.get('model'), config.get('data')
-  if model is None or data is None:
-    problems.append('config.model and config.data are missing: build the config with configs/draw.py.')
-    train.raise_config_problems(problems)
-  if model.norm not in NORMS:
-    problems.append(
-      f'config.model.norm must be one of {", ".join(NORMS)}; got {model.norm!r}. Fix: --config.model.norm=ln'
-    )
-  for key in SIZE_FIELDS:
-    value = model[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      problems.append(f'config.model.{key} must be a positive int; got {value!r}. Fix: e.g. --config.model.{key}=2')
-  try:
-    check_source(data.source, data.dir)
-  except ValueError as e:
-    problems.append(f'config.data (source={data.source!r}, dir={data.dir!r}): {e}')
-  train.raise_config_problems(problems)
+  loop.check_experiment(
+    config, config_file='configs/draw.py', norms=NORMS, check_source=check_source, positive_int_fields=SIZE_FIELDS
+  )
 
 
 def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
@@ -82,26 +67,30 @@ def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, dict[str, n
   return {name: {'image': images} for name, images in splits.items()}
 
 
-def build_task(config: ml_collections.ConfigDict) -> train.Task:
+def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """Loads the data of `config.data` and returns the Task for the loop."""
   splits = load_splits(config.data)
   image_shape = splits['train']['image'].shape[1:]
-  return train.Task(
+  return loop.Task(
     build_model=functools.partial(build_model, config.model, image_shape),
     loss_fn=loss_fn,
     eval_fn=eval_fn,
     train_data=splits['train'],
     eval_data={'valid': splits['valid'], 'test': splits['test']},
+    metadata={'image_shape': list(image_shape)},  # What `load_trained_model` needs besides the weights.
   )
+
+
+def load_trained_model(workdir: str, which: str | int = 'latest') -> DRAW:
+  """The DRAW model of a run's workdir (see `loop.load_model` for `which`), built without reading the data set."""
+  config = loop.read_config(workdir)
+  image_shape = tuple(loop.read_task_metadata(workdir).get('image_shape', ()))
+  if len(image_shape) != 2:
+    raise FileNotFoundError(f'{workdir} records no image shape (task.json): was it trained by experiments.draw?')
+  return loop.load_model(workdir, functools.partial(build_model, config.model, image_shape), which)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains and evaluates the DRAW model of `config` in `workdir` (resuming it); returns the final metrics."""
   validate(config)
-  return train.train_and_evaluate(config, workdir, build_task(config))
-
-
-main = cli.make_main(train_and_evaluate, validate)
-
-if __name__ == '__main__':
-  cli.run(main)
+  return loop.train(config, workdir, build_task(config))

@@ -1,0 +1,340 @@
+"""The one training loop every experiment shares: `train(config, workdir, task)`.
+
+An experiment supplies a `Task` (model, loss, evaluation, data); the loop does everything else the same way for all:
+
+* Steps. One jitted function runs `steps_per_dispatch` training steps in a `lax.scan` over a stack of batches (at
+  batch size 4 the per-call overhead would otherwise dominate) and donates the training state. A step's randomness is
+  `fold_in(key, step)`; the batch a step sees is a function of (seed, step) (`experiments.loop.schedule`).
+* Stops. Logging, evaluation, model selection and checkpointing happen at "stop points" (`step % every == 0` or the
+  last step); a dispatch never crosses one. Between stop points the host only enqueues work: per-step metrics stay on
+  the device until the next stop point fetches them, checks them for NaN/Inf and averages them.
+* Devices and hosts. Data-parallel over all devices: a 1-D mesh, the batch sharded along it, the state replicated.
+  With several processes each builds only its own rows of a batch, and only process 0 writes logs.
+* Workdir (`experiments.loop.workdir`). Re-running the same command resumes from the last good checkpoint and ends
+  bit-identical (on CPU) to an uninterrupted run.
+* Model selection. With `config.best_metric`, the best checkpoint is kept in `checkpoints_best/`, its value and step
+  in `best.json`, and the end of the run logs `best/*`: every evaluation on the best model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from experiments import workdir as wd
+from experiments.loop import checkpoints, evaluation, metrics, state_io, steps
+from experiments.loop import data as data_lib
+from experiments.loop import state as state_lib
+from experiments.loop.config_checks import default_best_mode, validate_training_config
+from experiments.loop.errors import ConfigError, DivergedError, WorkdirError
+from experiments.loop.metric_writers import MetricWriter
+from experiments.loop.schedule import Schedule, chunk_size
+from experiments.loop.task import Task
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, float]:
+  """Trains `task` per `config` in `workdir` (resuming it if it holds this run), evaluating as the config says.
+
+  Args:
+    config: a ConfigDict with the fields of `configs.common.base_config()`.
+    workdir: the run's directory (created if needed).
+    task: the experiment's model, loss, evaluation and data.
+
+  Returns:
+    The final metrics: the values logged at the last step ('train/...', 'train_epoch/...', 'eval/<split>/...', and
+    'best/...' for a run that selects a model).
+
+  Raises:
+    ConfigError: an invalid config value.
+    WorkdirError: the workdir holds something else or is in use.
+    DivergedError: a NaN or Inf loss or norm (status 'diverged'; the last good checkpoint and the logs stay).
+  """
+  validate_training_config(config)
+  run = _Run(config, workdir, task)
+  status = state_io.open_workdir(config, workdir)
+  if status is not None and status['status'] == 'done':
+    logging.info('%s is already done (step %d): %s', workdir, status['step'], metrics.summary(status['metrics']))
+    return status['metrics']
+  if status is not None and status['status'] == 'diverged':
+    raise DivergedError(
+      f'The run in {workdir} diverged earlier: {status["message"]} Re-running would diverge again. '
+      'Fix: start a new --workdir with a changed config (e.g. a lower --config.optimizer.learning_rate).'
+    )
+  with state_io.claim(config, workdir, task, new=status is None, is_writer=run.is_writer):
+    return run.go()
+
+
+class _Run:
+  """One run's fixed parts (data, schedule, mesh, compiled steps) and its loop, phase by phase."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, task: Task):
+    self.config, self.workdir, self.task = config, workdir, task
+    self.train_source = data_lib.as_source(task.train_data, 'train_data')
+    self.eval_sources = {s: data_lib.as_source(d, f'eval_data[{s!r}]') for s, d in task.eval_data.items()}
+    unknown = set(task.final_only) - set(self.eval_sources) - set(task.evaluators)
+    if unknown:
+      raise ValueError(f'Task.final_only names {sorted(unknown)}, which are neither eval splits nor evaluators.')
+    self.schedule = Schedule.from_config(config, len(self.train_source))
+    devices = jax.devices()
+    if config.batch_size % len(devices):
+      raise ConfigError(
+        f'config.batch_size={config.batch_size} must be a multiple of the {len(devices)} devices the batch is split '
+        f'over. Fix: --config.batch_size={len(devices) * max(1, config.batch_size // len(devices))}.'
+      )
+    self.num_devices = len(devices)
+    self.mesh = jax.sharding.Mesh(np.array(devices), ('data',))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.stacked = NamedSharding(self.mesh, P(None, 'data'))
+    self.is_writer = jax.process_index() == 0
+    self.best_metric = config.best_metric
+    self.best_mode = config.best_mode or (default_best_mode(self.best_metric) if self.best_metric else '')
+    self.order = functools.lru_cache(maxsize=2)(
+      lambda epoch: data_lib.epoch_order(self.train_source, config.seed, epoch)
+    )
+
+  # -- Set-up ----------------------------------------------------------------------------------------------------------
+
+  def go(self) -> dict[str, float]:
+    config, schedule = self.config, self.schedule
+    self.parts = state_lib.build(config, self.task.build_model, schedule.total_steps)
+    self.checkpointer = checkpoints.Checkpointer(
+      os.path.join(self.workdir, wd.CHECKPOINT_DIR),
+      max_to_keep=config.checkpoints_to_keep,
+      keep_period=schedule.keep_every or None,
+    )
+    self.writer = None
+    try:
+      state, meta = self._restore_or_init()
+      self.writer = MetricWriter(self.workdir, int(checkpoints.to_host(state['step'])), enabled=self.is_writer)
+      opt_key = steps.optimizer_key(config.optimizer, schedule.total_steps)
+      self.train_chunk, self.eval_batch = steps.jitted_steps(
+        self.task.loss_fn, self.task.eval_fn, self.parts.train_def, self.parts.eval_def, opt_key, self.mesh
+      )
+      self.eval_key = jax.random.key_data(state_lib.eval_key(config.seed))
+      state = self._loop(state, meta)
+      return self._finish(state)
+    finally:
+      if self.writer is not None:
+        self.writer.close()
+      self.checkpointer.close()
+
+  def _restore_or_init(self) -> tuple[dict[str, Any], dict]:
+    schedule = self.schedule
+    restored = self.checkpointer.restore_latest(state_lib.abstract_on(self.parts, self.replicated))
+    if restored is None:
+      state = state_lib.initial_state(self.parts, self.config.seed, self.replicated)
+      logging.info(
+        'Starting a new run in %s: %d steps of batch %d (%d per epoch), %d device(s).',
+        self.workdir,
+        schedule.total_steps,
+        self.config.batch_size,
+        schedule.steps_per_epoch,
+        self.num_devices,
+      )
+      return state, {'window': {}, 'since_eval': {}, 'best': None}
+    state, meta = restored
+    if meta['data_position'] != list(divmod(meta['step'], schedule.steps_per_epoch)):
+      raise WorkdirError(
+        f'The checkpoint at step {meta["step"]} has data position {meta["data_position"]}, '
+        'which this config does not reproduce. Fix: use a new --workdir.'
+      )
+    logging.info('Resuming %s from step %d of %d.', self.workdir, meta['step'], schedule.total_steps)
+    return state, meta
+
+  # -- Training --------------------------------------------------------------------------------------------------------
+
+  def _loop(self, state: dict, meta: dict) -> dict:
+    schedule = self.schedule
+    step = int(checkpoints.to_host(state['step']))
+    self.window = metrics.Means(**meta['window'])
+    self.since_eval = metrics.Means(**meta['since_eval'])
+    self.best = meta.get('best')  # {'value', 'step'} of the best evaluation so far, or None.
+    self.timer = _Timer()
+    self._status('running', step)
+    while step < schedule.total_steps:
+      stop = schedule.next_stop(step)
+      pending = []  # (first step, per-step metrics still on the device)
+      while step < stop:
+        n = chunk_size(stop - step, self.config.steps_per_dispatch)
+        idx = self.schedule.indices(step, n, self.order)
+        batches = data_lib.put_global(self.train_source, idx, self.stacked, 1, _build_stack)
+        state, step_metrics = self.train_chunk(state, batches)
+        pending.append((step, step_metrics))
+        step += n
+      self._at_stop(state, step, pending)
+    return state
+
+  def _at_stop(self, state: dict, step: int, pending: list) -> None:
+    """Fetches and checks the metrics (this waits for the device), then logs, evaluates, selects, checkpoints."""
+    fetched = [(first, jax.tree.map(checkpoints.to_host, m)) for first, m in pending]
+    self.timer.stop(sum(len(m['loss']) for _, m in fetched))
+    for first, m in fetched:
+      bad = metrics.first_non_finite(first, m)
+      if bad is not None:
+        self._diverged(*bad)
+      self.window.add(m)
+      self.since_eval.add(m)
+    row = {}
+    if self.schedule.is_log(step):
+      row.update(self._log_row(step))
+    if self.schedule.is_eval(step):
+      row.update(self._eval_row(state, step))
+    if row:
+      self.writer.write(step, row)
+    if self.schedule.is_checkpoint(step):
+      self.writer.sync()  # The logs must never lag behind a checkpoint: a resume truncates rows to the checkpoint.
+      meta = {
+        'data_position': list(divmod(step, self.schedule.steps_per_epoch)),  # [epoch, batches done in it]
+        'window': self.window.state(),
+        'since_eval': self.since_eval.state(),
+        'best': self.best,
+      }
+      self.checkpointer.save(step, state, meta)
+    self._status('running', step, row)
+    self.timer.start()
+
+  def _diverged(self, step: int, values: str) -> None:
+    saved = self.checkpointer.steps()
+    kept = f'The last good checkpoint (step {saved[-1]})' if saved else 'No checkpoint was written yet; the logs'
+    message = f'Diverged: a NaN or Inf at step {step} ({values}). {kept} and the logs up to it stay in {self.workdir}.'
+    self._status('diverged', step, message=message)
+    raise DivergedError(message)
+
+  def _log_row(self, step: int) -> dict[str, float]:
+    steps_per_sec = self.timer.rate()
+    row = {
+      **self.window.means('train'),
+      'perf/steps_per_sec': steps_per_sec,
+      'perf/examples_per_sec': steps_per_sec * self.config.batch_size,
+    }
+    logging.info(
+      'step %d/%d  epoch %.2f  loss %.5g  %.1f steps/s  %.0f examples/s  ETA %s',
+      step,
+      self.schedule.total_steps,
+      step / self.schedule.steps_per_epoch,
+      row['train/loss'],
+      steps_per_sec,
+      steps_per_sec * self.config.batch_size,
+      self._eta(step),
+    )
+    self.window = metrics.Means()
+    self.timer.reset_window()
+    return row
+
+  def _eta(self, step: int) -> datetime.timedelta:
+    return datetime.timedelta(seconds=round((self.schedule.total_steps - step) / max(self.timer.rate(), 1e-9)))
+
+  # -- Evaluation and model selection ----------------------------------------------------------------------------------
+
+  def _evaluate(self, state: dict, step: int, names: set[str], *, final: bool) -> dict[str, float]:
+    results = {}
+    if self.task.eval_fn is not None:
+      splits = [s for s in self.eval_sources if s in names]
+      results.update(
+        evaluation.evaluate_splits(
+          state, step, self.eval_sources, splits, self.eval_batch, self.eval_key, self.config.eval_batch_size, self.mesh
+        )
+      )
+    if any(name in names for name in self.task.evaluators):
+      model = state_io.merge_eval(self.parts, state)
+      context = evaluation.EvalContext(step, self.workdir, None, final, self.is_writer)
+      key = state_lib.eval_key(self.config.seed)
+      results.update(evaluation.run_evaluators(model, self.task.evaluators, names, context, key))
+    return results
+
+  def _periodic_names(self) -> set[str]:
+    return (set(self.eval_sources) | set(self.task.evaluators)) - set(self.task.final_only)
+
+  def _eval_row(self, state: dict, step: int) -> dict[str, float]:
+    row = {'epoch': self.schedule.epoch(step), **self.since_eval.means('train_epoch')}
+    row.update(self._evaluate(state, step, self._periodic_names(), final=False))
+    self.since_eval = metrics.Means()
+    if self.best_metric:
+      self._select(state, step, row)
+    logging.info('epoch %s: %s', row['epoch'], metrics.summary({k: v for k, v in row.items() if k != 'epoch'}))
+    return row
+
+  def _select(self, state: dict, step: int, row: dict[str, float]) -> None:
+    """Keeps `state` as the best model if `row[best_metric]` improves on the best so far (ties keep the earlier)."""
+    if self.best_metric not in row:
+      raise ConfigError(
+        f'config.best_metric={self.best_metric!r} is not among the evaluation metrics '
+        f'({", ".join(k for k in row if k.startswith("eval/"))}). Fix: --config.best_metric=<one of them>.'
+      )
+    value = row[self.best_metric]
+    if not np.isfinite(value):
+      return
+    best = None if self.best is None else self.best['value']
+    if best is None or (value < best if self.best_mode == 'min' else value > best):
+      self.best = {'value': value, 'step': step}
+      state_io.save_best(self.workdir, state, step, self.best_metric, self.best_mode, value, self.is_writer)
+
+  # -- The end ---------------------------------------------------------------------------------------------------------
+
+  def _finish(self, state: dict) -> dict[str, float]:
+    step = self.schedule.total_steps
+    final = metrics.final_metrics(self.writer.rows, step) if self.is_writer else {}
+    row = self._final_row(state, step)
+    if row and not all(k in final for k in row):
+      self.writer.write(step, row)
+      final.update(row)
+    self._status('done', step, final, message='Finished.')
+    logging.info('Done: %s', metrics.summary(final))
+    return final
+
+  def _final_row(self, state: dict, step: int) -> dict[str, float]:
+    """The end-of-run evaluation: `final_only` evaluations on the last model, or everything on the best model."""
+    if not self.best_metric:
+      names = set(self.task.final_only)
+      return self._evaluate(state, step, names, final=True) if names else {}
+    if self.best is None:
+      logging.warning('No evaluation of %s was finite: no best model to report.', self.best_metric)
+      return {}
+    best_state = state_io.restore_best(self.workdir, self.parts, self.replicated, self.best['step'])
+    names = set(self.eval_sources) | set(self.task.evaluators)
+    results = self._evaluate(best_state, self.best['step'], names, final=True)
+    return {'best/step': self.best['step'], **{f'best/{k}': v for k, v in results.items()}}
+
+  def _status(self, status: str, step: int, row: dict | None = None, message: str = '') -> None:
+    if not self.is_writer:
+      return
+    fields = {'epoch': self.schedule.epoch(step), 'metrics': row or {}}
+    if status == 'running' and step:
+      fields['eta_seconds'] = round(self._eta(step).total_seconds())
+    if self.best is not None:
+      fields['best'] = {'metric': self.best_metric, **self.best}
+    wd.write_status(self.workdir, status, step, self.schedule.total_steps, message, **fields)
+
+
+def _build_stack(source: data_lib.Source, indices_SxB: np.ndarray) -> dict[str, np.ndarray]:
+  return data_lib.stack_padded([source.batch(row) for row in indices_SxB])
+
+
+class _Timer:
+  """Training seconds and steps in the current logging window; evaluation and logging happen outside it."""
+
+  def __init__(self):
+    self.seconds, self.steps, self.t0 = 0.0, 0, time.perf_counter()
+
+  def start(self) -> None:
+    self.t0 = time.perf_counter()
+
+  def stop(self, num_steps: int) -> None:
+    self.seconds += time.perf_counter() - self.t0
+    self.steps += num_steps
+
+  def rate(self) -> float:
+    return self.steps / max(self.seconds, 1e-9)
+
+  def reset_window(self) -> None:
+    self.seconds, self.steps = 0.0, 0

@@ -1,0 +1,155 @@
+"""The run's state on disk: claiming a workdir, the best checkpoint, and loading a model back from a workdir."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from experiments import workdir as wd
+from experiments.loop import checkpoints
+from experiments.loop import state as state_lib
+from experiments.loop.task import Task
+
+BEST_CHECKPOINT_DIR = 'checkpoints_best'
+
+
+def config_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json(indent=2, sort_keys=True)
+
+
+def open_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """Checks that `workdir` is new, empty, or holds this same run; returns its status (None for a new run)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise wd.WorkdirError(f'--workdir {workdir} is a file, not a directory. Fix: name a new or existing directory.')
+  saved = wd.read_saved_config(workdir)
+  if saved is not None:
+    diff = wd.config_differences(saved, json.loads(config_json(config)))
+    if diff:
+      shown = '; '.join(f'{k}: {old!r} in the workdir, {new!r} now' for k, old, new in diff[:6])
+      raise wd.WorkdirError(
+        f'{workdir} holds a run with a different config ({shown}). Re-running resumes only the same config. '
+        'Fix: use a new --workdir for a new config, or the original config to resume.'
+      )
+    return wd.read_status(workdir) or {'status': 'running', 'step': 0}
+  if os.path.isdir(workdir) and set(os.listdir(workdir)) - {wd.LOCK_FILE}:
+    raise wd.WorkdirError(
+      f'{workdir} is not empty and holds no run ({wd.CONFIG_FILE} is missing). Fix: name a new or empty --workdir.'
+    )
+  return None
+
+
+@contextlib.contextmanager
+def claim(config: ml_collections.ConfigDict, workdir: str, task: Task, *, new: bool, is_writer: bool) -> Iterator[None]:
+  """Holds the workdir's lock for the run; a new run's process 0 first writes config.json and task.json."""
+  if not is_writer:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  lock = wd.lock(workdir)
+  try:
+    if task.metadata:
+      wd.write_json(os.path.join(workdir, wd.TASK_FILE), dict(task.metadata))
+    if new:
+      wd.atomic_write(os.path.join(workdir, wd.CONFIG_FILE), config_json(config) + '\n')
+    yield
+  finally:
+    lock.close()
+
+
+def merge_eval(parts: state_lib.Parts, state: dict) -> nnx.Module:
+  """The model of `state` in eval mode."""
+  return nnx.merge(parts.eval_def, state['params'], state['rest'])
+
+
+def _best_checkpointer(workdir: str, *, read_only: bool = False) -> checkpoints.Checkpointer:
+  return checkpoints.Checkpointer(os.path.join(workdir, BEST_CHECKPOINT_DIR), max_to_keep=2, read_only=read_only)
+
+
+def save_best(workdir: str, state: dict, step: int, metric: str, mode: str, value: float, is_writer: bool) -> None:
+  """Saves `state` as the best model, then records it in best.json (which therefore never names a missing step)."""
+  best = _best_checkpointer(workdir)
+  try:
+    best.save(step, state, {'metric': metric, 'mode': mode, 'value': value})
+  finally:
+    best.close()
+  if is_writer:
+    wd.write_json(os.path.join(workdir, wd.BEST_FILE), {'metric': metric, 'mode': mode, 'value': value, 'step': step})
+
+
+def restore_best(workdir: str, parts: state_lib.Parts, sharding, step: int) -> dict:
+  """The best model's state (the checkpoint at `step` in checkpoints_best/)."""
+  best = _best_checkpointer(workdir, read_only=True)
+  try:
+    return best.restore(step, state_lib.abstract_on(parts, sharding))[0]
+  finally:
+    best.close()
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run saved in its workdir."""
+  saved = wd.read_saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f'{os.path.join(workdir, wd.CONFIG_FILE)} not found: is {workdir} a workdir of a run?')
+  return ml_collections.ConfigDict(saved)
+
+
+def _total_steps(config: ml_collections.ConfigDict) -> int:
+  # The schedule's length changes only the learning rate's values, never the state's structure.
+  return max(config.get('num_train_steps', -1), 1)
+
+
+def init_model(config: ml_collections.ConfigDict, task_or_build_model: Task | Callable) -> nnx.Module:
+  """The model, in train mode, exactly as a run of `config` starts from (for golden-value tests and scripts)."""
+  build_model = task_or_build_model.build_model if isinstance(task_or_build_model, Task) else task_or_build_model
+  parts = state_lib.build(config, build_model, _total_steps(config))
+  state = state_lib.initial_state(parts, config.seed)
+  return nnx.merge(parts.train_def, state['params'], state['rest'])
+
+
+def load_model(
+  workdir: str, task_or_build_model: Task | Callable[[nnx.Rngs], nnx.Module], which: str | int = 'latest'
+) -> nnx.Module:
+  """A model from `workdir`, in eval mode, on the first local device.
+
+  Args:
+    workdir: a run's workdir (finished or not); nothing in it is changed.
+    task_or_build_model: the run's Task, or just its `build_model`.
+    which: 'latest' (the newest good checkpoint), 'best' (the selected model of a run with `best_metric`), or a
+      step whose checkpoint was kept.
+
+  Returns:
+    The model with the checkpoint's parameters and other variables (BatchNorm statistics).
+  """
+  config = read_config(workdir)
+  build_model = task_or_build_model.build_model if isinstance(task_or_build_model, Task) else task_or_build_model
+  parts = state_lib.build(config, build_model, _total_steps(config))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = state_lib.abstract_on(parts, device)
+  if which == 'best':
+    record = wd.read_best(workdir)
+    if record is None:
+      raise FileNotFoundError(f'{workdir} has no best model ({wd.BEST_FILE} is missing): did it set best_metric?')
+    checkpointer, step = _best_checkpointer(workdir, read_only=True), int(record['step'])
+  else:
+    checkpointer = checkpoints.Checkpointer(os.path.join(workdir, wd.CHECKPOINT_DIR), read_only=True)
+    step = which
+  try:
+    if step == 'latest':
+      restored = checkpointer.restore_latest(abstract)
+    elif isinstance(step, int) and step in checkpointer.steps():
+      restored = checkpointer.restore(step, abstract)
+    else:
+      raise FileNotFoundError(f'No checkpoint at step {step!r} in {workdir}; kept steps: {checkpointer.steps()}.')
+  finally:
+    checkpointer.close()
+  if restored is None:
+    raise FileNotFoundError(f'No usable checkpoint in {os.path.join(workdir, wd.CHECKPOINT_DIR)}.')
+  state: dict[str, Any] = restored[0]
+  return merge_eval(parts, state)
