@@ -10,7 +10,8 @@ An experiment module ends with
 
 Known failures end the process with one message on stderr and a non-zero exit code, without a traceback:
 an invalid config (2, checked before anything else, so an existing workdir is untouched), an unusable workdir (3),
-a diverged run (4).
+a diverged run (4). SIGINT (Ctrl-C) or SIGTERM stops a run at a checkpoint of its current step with exit code 130
+(128 + SIGINT, the shell's convention), whichever signal it was, so that a wrapper re-runs or requeues the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from experiments import loop
 EXIT_CONFIG = 2
 EXIT_WORKDIR = 3
 EXIT_DIVERGED = 4
+EXIT_INTERRUPTED = 130
 
 FLAGS = flags.FLAGS
 
@@ -65,6 +67,12 @@ def run_experiment(
     return _fail(str(e), EXIT_WORKDIR)
   except loop.DivergedError as e:
     return _fail(str(e), EXIT_DIVERGED)
+  except loop.Interrupted as e:
+    print(f'\n{e}\n', file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
+  except KeyboardInterrupt:  # A second Ctrl-C, or one before training started: nothing was saved just now.
+    print('\nAborted; re-run the same command to resume from the last checkpoint.\n', file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
   logging.info('Final metrics: %s', metrics)
   return 0
 
