@@ -1,5 +1,5 @@
-"""Stopping cleanly: SIGINT and SIGTERM through the real CLI, an interrupt between stop points, the status file, the
-diverged message and the ETA estimator.
+"""Stopping cleanly: SIGINT and SIGTERM through the real CLI, an interrupt between stop points, a corrupt checkpoint
+reported in one line, the status file, the diverged message and the ETA estimator.
 
 A resumed run must log exactly what an uninterrupted one logs (rows without perf/ keys), however odd the step at
 which the signal made it checkpoint.
@@ -7,6 +7,7 @@ which the signal made it checkpoint.
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,3 +177,18 @@ def test_eta_leaves_out_compilation_and_evaluation():
   assert timer.rate() == pytest.approx(100.0)  # The window's rate, for perf/steps_per_sec.
   timer.reset_window()
   assert timer.eta_seconds(800) == pytest.approx(8.0)  # The estimate is over the whole run, not the window.
+
+
+def test_corrupt_latest_checkpoint_is_one_warning_line_through_the_cli(tmp_path, mnist_straight):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(mnist_straight, workdir)
+  status = loop.read_status(workdir)
+  wd.write_status(workdir, 'running', status['step'] - 1, status['total_steps'])  # As if killed before 'done'.
+  last = max(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
+  tl.corrupt_by_garbage(os.path.join(workdir, 'checkpoints', str(last)))
+  code, err = run_cli(workdir, tl.subprocess_env(tmp_path))
+  assert code == 0, err[-3000:]
+  reports = [line for line in err.splitlines() if 'is corrupt' in line]
+  assert len(reports) == 1 and f'checkpoint at step {last}' in reports[0] and 'DATA_LOSS' in reports[0]
+  assert 'Traceback' not in err and 'tensorstore_spec' not in err and 'Event loop' not in err
+  assert tl.comparable_rows(workdir) == tl.comparable_rows(mnist_straight)
