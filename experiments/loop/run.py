@@ -62,8 +62,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
   """
   validate_training_config(config)
   run = _Run(config, workdir, task)
-  status = state_io.open_workdir(config, workdir)
-  if status is not None and status['status'] == 'done':
+  status = state_io.open_workdir(config, workdir, run.schedule.total_steps)
+  extends = status is not None and 'extends' in status
+  if extends:
+    changed = ', '.join(f'{k} {old!r} -> {new!r}' for k, old, new in status['extends'])
+    logging.info(
+      'Extending %s from %d to %d steps (%s).', workdir, status['total_steps'], run.schedule.total_steps, changed
+    )
+  elif status is not None and status['status'] == 'done':
     logging.info('%s is already done (step %d): %s', workdir, status['step'], metrics.summary(status['metrics']))
     return status['metrics']
   if status is not None and status['status'] == 'diverged':
@@ -71,7 +77,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
       f'The run in {workdir} diverged earlier: {status["message"]} Re-running would diverge again. '
       'Fix: start a new --workdir with a changed config (e.g. a lower --config.optimizer.learning_rate).'
     )
-  claim = state_io.claim(config, workdir, task, new=status is None, is_writer=run.is_writer)
+  # An extended run's config.json is rewritten under the lock: it is the config the workdir now holds.
+  claim = state_io.claim(config, workdir, task, new=status is None or extends, is_writer=run.is_writer)
   with claim, interrupts.catch_signals() as stopper:
     return run.go(stopper)
 
