@@ -22,7 +22,7 @@ Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 4):
   clipping   none (the LN paper says "Adam with default settings"); the loop stops a run whose loss turns NaN/Inf.
   init       flax defaults (LeCun-normal inputs, orthogonal recurrent weights, zero biases; LN gain 1, bias 0);
              learned initial canvas and LSTM states starting at 0; the posterior layer starts at zero (q = N(0, I)),
-             so both variants start from the same KL (see experiments/draw_model.py).
+             so both variants start from the same KL (see experiments/draw/model.py).
   bound      one posterior sample per example per evaluation (DRAW's reported bound), in nats per image.
 
 Measured (2-core CPU): see README.md, "Figure 4", for the commands, wall time and results.
