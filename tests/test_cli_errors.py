@@ -265,6 +265,9 @@ def trained(tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp('trained') / 'run')
   result = _run('mnist', ['--config', MNIST_SMOKE, '--workdir', workdir])
   assert result.returncode == 0, result.stderr
+  # The console of a CPU run: no backend probing, the final metrics once as a rounded summary.
+  assert "Unable to initialize backend 'tpu'" not in result.stderr
+  assert 'Final metrics' not in result.stderr and result.stderr.count('Done: eval/test/error') == 1
   return workdir
 
 
@@ -310,6 +313,18 @@ def test_wrong_command(case, tmp_path, request):
     assert not os.path.exists(workdir) or os.path.isfile(workdir), 'a failed command created the workdir'
   else:
     assert _digest(workdir) == before
+
+
+def test_console_drops_orbax_read_only_notices(caplog):
+  import logging
+
+  from experiments import console
+
+  console.quiet()
+  with caplog.at_level(logging.WARNING):
+    logging.getLogger('absl').warning('Given directory is read only=%s', '/x/checkpoints')
+    logging.getLogger('absl').warning('Something else')
+  assert [r.getMessage() for r in caplog.records] == ['Something else']
 
 
 def test_traceback_on_request(tmp_path):
