@@ -343,3 +343,24 @@ def test_list_config_and_help():
   shown = _run('draw', ['--help'])  # absl exits 1 after --help.
   for flag in ('--config', '--workdir', '--list_config'):
     assert flag in shown.stdout, shown.stdout
+
+
+def test_read_only_run_lock_is_a_workdir_error():
+  # Root (as here) can open a read-only run's lock; a user gets this PermissionError, which must exit 3, not 2.
+  from experiments import cli_errors
+
+  message, code = cli_errors.os_error_message(PermissionError(13, 'Permission denied', '/w/run/.lock'), '/w/run')
+  assert code == cli_errors.EXIT_WORKDIR and '--workdir /w/run' in message and 'Permission denied' in message
+  message, code = cli_errors.os_error_message(PermissionError(13, 'Permission denied', '/data/x.amat'), '/w/run')
+  assert code == cli_errors.EXIT_CONFIG and message.startswith('/data/x.amat: Permission denied')
+
+
+def test_tilde_and_variables_expand_in_data_dirs_and_workdirs(tmp_path):
+  (tmp_path / 'data').mkdir()
+  write_mnist_dir(tmp_path / 'data', 20, 10)
+  env = {**os.environ, 'HOME': str(tmp_path), 'RUNS': str(tmp_path / 'runs')}
+  args = ['--config', MNIST_SMOKE + ',source=idx', '--config.data.dir=~/data', '--workdir', '$RUNS/x', '--dry_run']
+  cmd = [sys.executable, '-m', 'experiments.mnist', *args]
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f'would train in {tmp_path}/runs/x' in result.stdout
