@@ -122,7 +122,9 @@ def make_main(
       print(cli_errors.describe_config(FLAGS['config'].config_filename, FLAGS.config))
       return
     if not FLAGS.workdir:
-      sys.exit(cli_errors.fail(None, '--workdir is required. Fix: add --workdir DIR (a new or resumable run).', 2))
+      sys.exit(
+        cli_errors.fail(None, '--workdir is required. Fix: add --workdir DIR (new, or a run to resume).', EXIT_CONFIG)
+      )
     if FLAGS.jax_distributed:
       import jax
 
