@@ -82,7 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.smoke:
     config.num_epochs = 2
     config.model.hidden_sizes = (64, 64)
-    steps_per_epoch = DIGITS_TRAIN_SIZE // arg.batch_size  # Smoke runs read digits unless told otherwise.
+    # Smoke runs read digits unless told otherwise. max(1, ...): a batch_size < 1 must reach validate's message.
+    steps_per_epoch = DIGITS_TRAIN_SIZE // max(1, arg.batch_size)
     config.log_every_steps = max(1, steps_per_epoch // 2)
     config.checkpoint_every_steps = max(1, steps_per_epoch)
     config.steps_per_dispatch = config.log_every_steps  # Every stop point a multiple of it: one compiled chunk.
