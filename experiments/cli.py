@@ -15,6 +15,7 @@ a diverged run (4).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -39,7 +40,13 @@ def define_flags() -> None:
     'config', None, 'Config file, with variants after a colon: configs/mnist.py:norm=ln,batch_size=4.', lock_config=True
   )
   flags.DEFINE_string('workdir', None, 'Directory for logs and checkpoints; re-running the same command resumes.')
-  flags.DEFINE_bool('jax_distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
+  flags.DEFINE_bool(
+    'jax_distributed',
+    False,
+    'Call jax.distributed.initialize() first (multi-host runs). On a cluster it finds the coordinator, process count '
+    'and id itself (SLURM, Open MPI, TPU pods); elsewhere set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES '
+    'and JAX_PROCESS_ID in each process (e.g. two processes on one machine with localhost:PORT and ids 0 and 1).',
+  )
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -84,14 +91,32 @@ def make_main(
     if len(argv) > 1:
       raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
     if FLAGS.jax_distributed:
-      import jax
-
-      jax.distributed.initialize()
+      _initialize_distributed()
     code = run_experiment(train_and_evaluate, validate, FLAGS.config, FLAGS.workdir)
     if code:
       sys.exit(code)
 
   return main
+
+
+def _initialize_distributed() -> None:
+  """jax.distributed.initialize(), with the process count and id from the environment where they are set.
+
+  jax reads JAX_COORDINATOR_ADDRESS itself but takes the count and id only as arguments or from a detected cluster;
+  the two variables make a run launchable by hand (or by a test) without a cluster manager.
+  """
+  import jax
+
+  def env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+      return None
+    try:
+      return int(value)
+    except ValueError:
+      raise app.UsageError(f'{name}={value!r} must be an integer.') from None
+
+  jax.distributed.initialize(num_processes=env_int('JAX_NUM_PROCESSES'), process_id=env_int('JAX_PROCESS_ID'))
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:

@@ -62,6 +62,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
   validate_training_config(config)
   run = _Run(config, workdir, task)
   status = state_io.open_workdir(config, workdir)
+  # Every process reads the workdir before process 0 claims it (lock, config.json): all then agree it is new.
+  checkpoints.sync_processes('open_workdir')
   if status is not None and status['status'] == 'done':
     logging.info('%s is already done (step %d): %s', workdir, status['step'], metrics.summary(status['metrics']))
     return status['metrics']
