@@ -291,6 +291,13 @@ class _Run:
       self.writer.write(step, row)
       final.update(row)
     self._status('done', step, final, message='Finished.')
+    if jax.process_count() > 1:
+      # Only process 0 holds the logged rows; the others read them once it has written the last one, so that every
+      # process returns the same final metrics.
+      self.writer.sync()
+      checkpoints.sync_processes('final_metrics')
+      if not self.is_writer:
+        final = metrics.final_metrics(wd.read_rows(self.workdir), step)
     logging.info('Done: %s', metrics.summary(final))
     return final
 
