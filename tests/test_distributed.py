@@ -11,6 +11,7 @@ SIGKILL the process just before a checkpoint save (a deterministic "killed mid-r
 """
 
 import ast
+import fcntl
 import json
 import os
 import signal
@@ -178,13 +179,20 @@ def test_only_process_0_writes_logs_all_processes_write_checkpoints(runs):
 
 
 def test_both_killed_before_a_checkpoint_then_rerun_ends_identical(runs):
-  """SIGKILL both processes at step 20, after its logs but before its checkpoint; the rerun resumes from step 10."""
+  """SIGKILL both processes at step 20, after its logs but before its checkpoint; a rerun resumes from step 10."""
   tmp_path, workdirs = runs
   workdir = str(tmp_path / 'killed')
   codes = _launch(tmp_path, 'killed', workdir, processes=2, devices=2, env={'PROBE_KILL_BEFORE_SAVE': '20'})
   assert codes == [-signal.SIGKILL] * 2, _output(tmp_path, 'killed', 0)[-3000:]
   assert wd.read_status(workdir)['status'] == 'running'
   assert [r['step'] for r in _rows(workdir)] == [5, 10, 15, 20]  # Rows past the checkpoint at 10, to be cut.
+  # While something else holds the workdir's lock, both processes stop with exit code 3 and a message (before the
+  # claim was shared, process 1 hung in its first collective until jax's 5-minute shutdown timeout).
+  with open(os.path.join(workdir, wd.LOCK_FILE), 'a+') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    assert _launch(tmp_path, 'locked', workdir, processes=2, devices=2) == [3, 3]
+  assert 'Another process is training in' in _output(tmp_path, 'locked', 0)
+  assert 'Process 0 could not claim' in _output(tmp_path, 'locked', 1)
   assert _launch(tmp_path, 'resumed', workdir, processes=2, devices=2) == [0, 0], _output(tmp_path, 'resumed', 0)
   assert 'Resuming' in _output(tmp_path, 'resumed', 1) and 'from step 10' in _output(tmp_path, 'resumed', 1)
   assert _rows(workdir) == _rows(workdirs['two'])
