@@ -31,7 +31,8 @@ Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 6):
 
 Measured on a 2-core x86-64 CPU shared with other jobs, 2026-11-29 (tables and plots in README.md, "Figure 6"):
   python -m scripts.sweep configs/mnist.py --root runs/fig6_digits --jobs 1          # digits, 60 epochs: 297 s in all
-    training NLL at epoch 60, batch 128: BN 0.096, none 1.8e-4, LN 3.0e-5; batch 4: BN 0.40, none 0, LN 7.4e-10 (re-measured 2026-12-01).
+    (re-measured 2026-12-01) training NLL at epoch 60, batch 128: BN 0.096, none 1.8e-4, LN 3.0e-5;
+    batch 4: BN 0.40, none 0, LN 7.4e-10.
   Fashion-MNIST (source=idx, --config.data.dir=/usr/share/datasets/fashion-mnist, --config.num_epochs=10), 93-102 s
   per run at batch 128, 615-927 s at batch 4:
     training NLL at epoch 10, batch 128: BN 0.152, none 0.204, LN 0.204 (LN below BN for the first 4 epochs only);

@@ -55,7 +55,13 @@ def define_flags() -> None:
     'dry_run', False, 'Check the config (validate: values, data files present) and exit, without touching the workdir.'
   )
   flags.DEFINE_bool('traceback', False, 'Show the full traceback of a known error (also: LAYERNORM_TRACEBACK=1).')
-  flags.DEFINE_bool('jax_distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
+  flags.DEFINE_bool(
+    'jax_distributed',
+    False,
+    'Call jax.distributed.initialize() first (multi-host runs). On a cluster it finds the coordinator, process count '
+    'and id itself (SLURM, Open MPI, TPU pods); elsewhere set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES '
+    'and JAX_PROCESS_ID in each process (e.g. two processes on one machine with localhost:PORT and ids 0 and 1).',
+  )
   # absl's --help lists the main module's key flags only; the main module is the experiment's __main__.py.
   for name in ('config', 'workdir', 'list_config', 'dry_run', 'traceback', 'jax_distributed'):
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
@@ -126,15 +132,33 @@ def make_main(
         cli_errors.fail(None, '--workdir is required. Fix: add --workdir DIR (new, or a run to resume).', EXIT_CONFIG)
       )
     if FLAGS.jax_distributed:
-      import jax
-
-      jax.distributed.initialize()
+      _initialize_distributed()
     code = run_experiment(train_and_evaluate, validate, FLAGS.config, FLAGS.workdir, dry_run=FLAGS.dry_run)
     if code:
       sys.exit(code)
 
   main.experiment = cli_errors.experiment_name(train_and_evaluate)
   return main
+
+
+def _initialize_distributed() -> None:
+  """jax.distributed.initialize(), with the process count and id from the environment where they are set.
+
+  jax reads JAX_COORDINATOR_ADDRESS itself but takes the count and id only as arguments or from a detected cluster;
+  the two variables make a run launchable by hand (or by a test) without a cluster manager.
+  """
+  import jax
+
+  def env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+      return None
+    try:
+      return int(value)
+    except ValueError:
+      sys.exit(cli_errors.fail(None, f'{name}={value!r} must be an integer. Fix: e.g. {name}=0.', EXIT_CONFIG))
+
+  jax.distributed.initialize(num_processes=env_int('JAX_NUM_PROCESSES'), process_id=env_int('JAX_PROCESS_ID'))
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
