@@ -110,3 +110,113 @@ print(json.dumps({{s: len(x) for s, (x, _) in digits.items()}} | {{'b_' + s: len
   # The fake is on the path and would be found by an import.
   result = run_python(f'import os; os.environ["TF_MARKER"] = {str(marker)!r}\nimport tensorflow\n', tmp_path, str(fake))
   assert result.returncode != 0 and marker.exists()
+
+
+# ------------------------------------------------------------------------------------- the validation hold-out's size
+
+
+def small_idx_dir(tmp_path):
+  """A user's own small IDX set: 4,000 training and 100 test images, fewer than either default hold-out."""
+  d = tmp_path / 'idx'
+  d.mkdir()
+  return str(d), write_mnist_dir(d, 4_000, 100)
+
+
+def experiment_config(name: str, data_dir: str | None = None, **data):
+  from configs import draw as draw_config
+  from configs import mnist as mnist_config
+
+  config = (mnist_config if name == 'mnist' else draw_config).get_config('smoke' + (',source=idx' if data_dir else ''))
+  config.data.dir = data_dir
+  for key, value in data.items():
+    config.data[key] = value
+  return config
+
+
+def experiment(name: str):
+  from experiments.draw import task as draw_task
+  from experiments.mnist import task as mnist_task
+
+  return mnist_task if name == 'mnist' else draw_task
+
+
+@pytest.mark.parametrize('name', ['mnist', 'draw'])
+def test_num_valid_defaults_to_the_sources_standard_and_bad_values_are_named(name):
+  import ml_collections
+
+  from experiments import loop
+
+  config = experiment_config(name)
+  assert config.data.num_valid is None  # The source's standard: the paper's 5,000 (MNIST) or 10,000 (DRAW) for idx.
+  experiment(name).validate(config)
+  for bad in (0, -5, 'all'):
+    config = experiment_config(name)
+    config.data = ml_collections.ConfigDict({**config.data.to_dict(), 'num_valid': bad})  # As code could build it.
+    with pytest.raises(loop.ConfigError) as e:
+      experiment(name).validate(config)
+    assert 'config.data.num_valid must be a positive int' in str(e.value) and f'got {bad!r}' in str(e.value)
+    assert '--config.data.num_valid=' in str(e.value) and str(e.value).count('\n  - ') == 1
+
+
+def test_draw_refuses_num_valid_for_a_source_with_fixed_splits(tmp_path):
+  from experiments import loop
+
+  config = experiment_config('draw', num_valid=100)
+  experiment('draw').validate(config)  # digits: its own hold-out is allowed.
+  with config.unlocked():
+    config.data.source = 'tfds'
+  with pytest.raises(loop.ConfigError, match=r'num_valid=100, but source=tfds has fixed train/valid/test splits'):
+    experiment('draw').validate(config)
+
+
+@pytest.mark.parametrize('name', ['mnist', 'draw'])
+def test_a_small_idx_set_is_read_with_its_own_hold_out(tmp_path, name, capsys):
+  from experiments import cli
+
+  data_dir, arrays = small_idx_dir(tmp_path)
+  task = experiment(name)
+  # The default hold-out does not fit: exit status 2, one message naming the field and the fix, nothing written.
+  workdir = tmp_path / 'run'
+  code = cli.run_experiment(task.train_and_evaluate, task.validate, experiment_config(name, data_dir), str(workdir))
+  err = capsys.readouterr().err
+  assert code == cli.EXIT_CONFIG, err
+  default = '5,000' if name == 'mnist' else '10,000'
+  assert f'has 4,000 training examples, too few to hold out {default} for validation' in err
+  assert '--config.data.num_valid=400 (config.data.num_valid)' in err and 'Traceback' not in err
+  assert not workdir.exists()
+  # With num_valid set, the last 500 training images are the validation split.
+  built = task.build_task(experiment_config(name, data_dir, num_valid=500))
+  images = arrays['train-images-idx3-ubyte']
+  train, valid = built.train_data['image'], built.eval_data['valid']['image']
+  assert len(train) == 3_500 and len(valid) == 500 and len(built.eval_data['test']['image']) == 100
+  if name == 'mnist':  # Flat pixels, labels beside them.
+    np.testing.assert_array_equal(valid, images[-500:].reshape(500, -1))
+    np.testing.assert_array_equal(built.eval_data['valid']['label'], arrays['train-labels-idx1-ubyte'][-500:])
+  else:  # Binarized at 128.
+    np.testing.assert_array_equal(valid, images[-500:] >= 128)
+    np.testing.assert_array_equal(train, images[:-500] >= 128)
+
+
+def test_mnist_trains_on_a_small_idx_set(tmp_path):
+  from experiments import loop
+  from experiments.mnist import task
+
+  data_dir, _ = small_idx_dir(tmp_path)
+  config = experiment_config('mnist', data_dir, num_valid=500)
+  config.num_train_steps = 2
+  final = task.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert loop.read_status(str(tmp_path / 'run'))['status'] == 'done'
+  assert 0 <= final['eval/valid/error'] <= 1 and np.isfinite(final['eval/test/nll'])
+
+
+def test_runs_made_before_num_valid_existed_still_resume():
+  from experiments import workdir as wd
+
+  old = {'seed': 0, 'data': {'source': 'idx', 'dir': '/d'}}  # config.json of a run from before the field.
+  assert wd.config_differences(old, {'seed': 0, 'data': {'source': 'idx', 'dir': '/d', 'num_valid': None}}) == []
+  changed = {'seed': 0, 'data': {'source': 'idx', 'dir': '/d', 'num_valid': 500}}
+  assert wd.config_differences(old, changed) == [('data.num_valid', '<missing>', 500)]
+  # A field set to None now that the workdir had set is a difference.
+  assert wd.config_differences(changed, {**old, 'data': {**old['data'], 'num_valid': None}}) == [
+    ('data.num_valid', 500, None)
+  ]
