@@ -344,3 +344,16 @@ def test_kl_and_bound_with_a_trained_posterior_match_a_hand_computation(norm):
   _, model_kl = model(x, rng)
   np.testing.assert_allclose(model_kl, kl_BxT, rtol=1e-4)
   np.testing.assert_allclose(dm.negative_elbo(model, x, rng), reconstruction + kl_BxT.sum(-1), rtol=1e-5)
+
+
+def test_sample_is_the_decoder_run_on_prior_draws(tiny_model):
+  """sample by hand: z_t ~ N(0, I) (the documented draw), c_t = c_{t-1} + write(h^dec_t), means sigmoid(c_t)."""
+  n, rng = 3, jax.random.key(5)
+  z = jax.random.normal(rng, (tiny_model.glimpses, n, tiny_model.latent))
+  canvas, _, dec = tiny_model._initial_state(n)
+  expected = []
+  for t in range(tiny_model.glimpses):
+    dec, h_dec = tiny_model.decoder(dec, z[t])
+    canvas = canvas + tiny_model._write(h_dec)
+    expected.append(1 / (1 + np.exp(-np.asarray(canvas, np.float64))))
+  np.testing.assert_allclose(tiny_model.sample(n, rng), np.stack(expected), rtol=1e-5, atol=1e-6)
