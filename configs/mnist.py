@@ -10,6 +10,8 @@ Variants (`configs/mnist.py:norm=ln,batch_size=4`):
 Commands:
   python -m experiments.mnist --config configs/mnist.py:smoke --workdir runs/mnist_smoke
   python -m experiments.mnist --config configs/mnist.py:norm=ln,batch_size=4 --workdir runs/mnist_ln_bs4
+  python -m experiments.mnist --config configs/mnist.py:source=idx --config.data.dir=DIR --config.data.num_valid=400 \
+      --workdir runs/mine   # your own IDX files: hold out fewer than the standard 5,000 for validation
   python -m experiments.mnist --config configs/mnist.py:paper,norm=bn,batch_size=4 --workdir runs/fig6_bn_bs4 \
       --config.data.dir=~/tensorflow_datasets
   python -m experiments.mnist --config configs/mnist.py:paper,source=idx --config.data.dir=/path/to/mnist --workdir W
@@ -65,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = arg.source or ('tfds' if arg.paper else 'digits')
   config.data.dir = config_dict.placeholder(str)  # IDX files for source=idx; TFDS data dir for tfds (None: default).
+  # Training examples held out for validation. None: the source's standard, 5,000 (the paper's 55k/5k) for idx and
+  # tfds, 250 for digits. None rather than 5,000 so that a --config.data.source override keeps a split that fits.
+  config.data.num_valid = config_dict.placeholder(int)
 
   # Model
   config.model = ml_collections.ConfigDict()

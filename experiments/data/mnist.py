@@ -78,17 +78,33 @@ def _read_idx_split(data_dir: str, split: str) -> Split:
   return images, labels.astype(np.int32)
 
 
+def num_valid_fix(num_train: int) -> str:
+  """How to hold out fewer of `num_train` training examples (a tenth, say), naming the config field."""
+  if num_train < 2:
+    return 'Fix: use a data set with at least 2 training examples.'
+  return (
+    f'Fix: set the hold-out below {num_train:,}, e.g. --config.data.num_valid={max(1, num_train // 10)} '
+    '(config.data.num_valid).'
+  )
+
+
 def holdout(images: np.ndarray, labels: np.ndarray, num_valid: int, where: str) -> tuple[Split, Split]:
   """Splits off the last `num_valid` examples as validation: the TensorFlow MNIST reader's convention."""
   if not 0 < num_valid < len(images):
-    raise DataError(f'{where} has {len(images):,} training examples, too few to hold out {num_valid:,} for validation.')
+    raise DataError(
+      f'{where} has {len(images):,} training examples, too few to hold out {num_valid:,} for validation. '
+      f'{num_valid_fix(len(images))}'
+    )
   return (images[:-num_valid], labels[:-num_valid]), (images[-num_valid:], labels[-num_valid:])
 
 
 def digits_split(num_valid: int = DIGITS_NUM_VALID) -> dict[str, np.ndarray]:
   """Indices into scikit-learn's digits for each split: a fixed permutation, then test, valid, train."""
   if not 0 < num_valid < 1797 - DIGITS_NUM_TEST:
-    raise DataError(f'digits has {1797 - DIGITS_NUM_TEST:,} non-test images, too few to hold out {num_valid:,}.')
+    raise DataError(
+      f'digits has {1797 - DIGITS_NUM_TEST:,} non-test images, too few to hold out {num_valid:,}. '
+      f'{num_valid_fix(1797 - DIGITS_NUM_TEST)}'
+    )
   order = np.random.default_rng(DIGITS_SEED).permutation(1797)
   test, valid = order[:DIGITS_NUM_TEST], order[DIGITS_NUM_TEST : DIGITS_NUM_TEST + num_valid]
   return {'train': order[DIGITS_NUM_TEST + num_valid :], 'valid': valid, 'test': test}

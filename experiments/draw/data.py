@@ -29,6 +29,7 @@ AMAT_HINT = (
   'alternatives: source=idx with data_dir=/usr/share/datasets/fashion-mnist (`apt-get install dataset-fashion-mnist`), '
   'or source=digits.'
 )
+FIXED_SPLIT_SOURCES = ('amat', 'tfds')
 IDX_NUM_VALID = 10_000  # The paper's 50k/10k/10k split sizes.
 IDX_THRESHOLD = 128  # pixel >= 128, i.e. intensity >= 0.5, is a 1.
 DIGITS_THRESHOLD = 8  # value >= 8 of 16, the same 0.5 intensity threshold.
@@ -112,7 +113,7 @@ def load_binarized_mnist(
     ValueError: unknown source, missing or malformed files, unprepared TFDS data; the message says how to fix it.
   """
   check_source(source, data_dir)
-  if num_valid is not None and source in ('amat', 'tfds'):
+  if num_valid is not None and source in FIXED_SPLIT_SOURCES:
     raise DataError(f'source={source} has fixed train/valid/test splits; leave num_valid unset.')
   if source == 'amat':
     return {s: read_amat(os.path.join(data_dir, n)) for s, n in AMAT_FILES.items()}

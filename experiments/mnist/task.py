@@ -158,7 +158,8 @@ def _arrays(split: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """Loads the data of `config.data` and returns the Task for the loop."""
-  splits = load_mnist(config.data.source, config.data.dir)
+  with loop.data_errors(config.data):
+    splits = load_mnist(config.data.source, config.data.dir, num_valid=config.data.get('num_valid'))
   train_data = _arrays(splits['train'])
   return loop.Task(
     build_model=functools.partial(build_model, config.model, train_data['image'].shape[1]),
