@@ -137,7 +137,8 @@ def tensorboard_scalars(workdir: str) -> dict[int, dict[str, float]]:
     if event.HasField('session_log') and event.session_log.status == event_pb2.SessionLog.START:
       shown = [(step, tag, value) for step, tag, value in shown if step < event.step]
     for v in event.summary.value:
-      shown.append((event.step, v.tag, v.simple_value))
+      if v.HasField('simple_value'):  # Scalars only: the config is logged as text at step 0.
+        shown.append((event.step, v.tag, v.simple_value))
   scalars = {}
   for step, tag, value in shown:
     assert tag not in scalars.get(step, {}), f'{tag} logged twice at step {step}'
