@@ -1,7 +1,8 @@
 """Layer normalization (Ba, Kiros & Hinton 2016) for JAX and Flax NNX.
 
-The pure ops `layer_norm` and `rms_norm`; the modules `LayerNorm` and `RMSNorm` (drop-ins for flax's) and the baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`);
-the recurrent cells of the paper's appendix (with the recurrent batch-norm baseline) and `unroll`, which runs a cell
+The pure ops `layer_norm` and `rms_norm`; the modules `LayerNorm` and `RMSNorm` (drop-ins for flax's) and the
+baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`); the recurrent cells of the paper's appendix (with the
+recurrent batch-norm baseline), `nnx.RNNCellBase` cells that also run in `nnx.RNN`, and `unroll`, which runs a cell
 over a sequence in one `lax.scan`. `layernorm.invariance` measures the paper's Table 1.
 """
 

@@ -82,9 +82,13 @@ def _carry_shape(cell: nnx.Module, input_shape: tuple[int, ...]) -> tuple[int, .
   """`(*batch, H)` from flax's `input_shape` `(*batch, D)`. Refuses a batch shape (the library's former convention),
   which would otherwise build a carry without its batch axes that broadcasts silently."""
   if isinstance(input_shape, int) or not input_shape or input_shape[-1] != cell.in_features:
+    got = f'{input_shape!r}' + (
+      '' if isinstance(input_shape, int) or not input_shape else f' with {input_shape[-1]} features'
+    )
     raise ValueError(
-      f'{type(cell).__name__}.initialize_carry takes the input shape (*batch, in_features) as flax cells do; got '
-      f'{input_shape!r} for in_features={cell.in_features}. For a batch shape B, pass (*B, {cell.in_features}).'
+      f'{type(cell).__name__}.initialize_carry takes the input shape (*batch, in_features) as flax cells do, and the '
+      f'cell was built for in_features={cell.in_features}; got {got}. For a batch shape B, pass (*B, '
+      f'{cell.in_features}).'
     )
   return (*tuple(input_shape)[:-1], cell.hidden_features)
 

@@ -25,6 +25,9 @@ from flax.nnx.nn import dtypes
 from layernorm.ops import Axes, compute_dtype, layer_norm, normalized_axes, rms_norm
 
 Initializer = tp.Callable[..., jax.Array]
+# flax's default initializers, as module-level singletons for the signatures.
+ZEROS = nnx.initializers.zeros_init()
+ONES = nnx.initializers.ones_init()
 
 
 def _feature_shape(num_features: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -191,8 +194,8 @@ class LayerNorm(_Norm):
     param_dtype: tp.Any = jnp.float32,
     use_bias: bool = True,
     use_scale: bool = True,
-    bias_init: Initializer | float = nnx.initializers.zeros_init(),
-    scale_init: Initializer | float = nnx.initializers.ones_init(),
+    bias_init: Initializer | float = ZEROS,
+    scale_init: Initializer | float = ONES,
     reduction_axes: Axes = -1,
     feature_axes: Axes = -1,
     axis_name: str | None = None,

@@ -323,7 +323,9 @@ def test_initialize_carry_takes_the_input_shape_as_flax_cells():
   ours = LNLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry((B, D), nnx.Rngs(1), nnx.initializers.normal(1.0))
   assert float(jnp.std(ours[0])) > 0.1 and not np.allclose(*ours)
   # The same keys as flax's cell draws for the same carry_init: a carry_init'ed model swaps cells without changes.
-  theirs = nnx.OptimizedLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry((B, D), nnx.Rngs(1), nnx.initializers.normal(1.0))
+  theirs = nnx.OptimizedLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry(
+    (B, D), nnx.Rngs(1), nnx.initializers.normal(1.0)
+  )
   np.testing.assert_array_equal(ours, theirs)
 
 
