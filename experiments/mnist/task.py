@@ -68,7 +68,9 @@ class MLP(nnx.Module):
     def make_norm(size):
       if norm == 'bn':
         return BatchNorm(size, momentum=bn_momentum, eps=eps, unbiased=bn_unbiased, rngs=rngs)
-      return LayerNorm(size, eps=eps, rngs=rngs)
+      # No rngs: given them, LayerNorm draws a key per parameter as flax's does, which would move the output layer's
+      # initialisation and every logged number; its gain and bias are constants anyway.
+      return LayerNorm(size, epsilon=eps)
 
     self.hidden = nnx.List(
       nnx.Linear(a, b, use_bias=not normalize, kernel_init=init, rngs=rngs) for a, b in itertools.pairwise(sizes)
