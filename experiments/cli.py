@@ -12,6 +12,8 @@ Every known mistake ends the process with one 'Error: ...' message on stderr tha
 and a non-zero exit code, without a traceback: a config file, variant or override that does not load, or an invalid
 value, or missing or corrupt data (2; checked before anything is written, so an existing workdir is untouched), an
 unusable workdir (3), a diverged run (4). `--traceback` or LAYERNORM_TRACEBACK=1 shows the full traceback instead.
+SIGINT (Ctrl-C) or SIGTERM stops a run at a checkpoint of its current step with exit code 130 (128 + SIGINT, the
+shell's convention), whichever signal it was, so that a wrapper re-runs or requeues the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from experiments.data import DataError  # noqa: E402
 EXIT_CONFIG = cli_errors.EXIT_CONFIG
 EXIT_WORKDIR = cli_errors.EXIT_WORKDIR
 EXIT_DIVERGED = cli_errors.EXIT_DIVERGED
+EXIT_INTERRUPTED = 130
 
 FLAGS = flags.FLAGS
 
@@ -110,6 +113,12 @@ def run_experiment(
     return cli_errors.fail(e, str(e), EXIT_DIVERGED)
   except OSError as e:  # The OS refused a file: in the workdir (read-only, full disk) or a data file.
     return cli_errors.fail(e, *cli_errors.os_error_message(e, workdir))
+  except loop.Interrupted as e:
+    print(f'\n{e}\n', file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
+  except KeyboardInterrupt:  # A second Ctrl-C, or one before training started: nothing was saved just now.
+    print('\nAborted; re-run the same command to resume from the last checkpoint.\n', file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
   return 0
 
 

@@ -11,8 +11,10 @@ other key is a config field, dotted for nested fields (`add(**{'optimizer.learni
 
   python -m experiments.<config file name> --config CONFIG[:VARIANTS] --config.<field>=<value>... --workdir ROOT/<name>
 
-where <name> is the overrides as `key=value` joined by commas (e.g. `norm=ln,batch_size=4`), which scripts.plot
-reads back as labels. Re-running a sweep re-runs every point; each run resumes from its workdir's last checkpoint, so
+where <name> is the --variant and the overrides as `key=value`, joined by commas (`norm=ln,batch_size=4`, or
+`smoke,norm=ln,batch_size=4` with --variant smoke), which scripts.plot reads back as labels: sweeps of different
+variants into one root never share a workdir. Each point's output is appended to ROOT/logs/<name>.log.
+Re-running a sweep re-runs every point; each run resumes from its workdir's last checkpoint, so
 finished points end at once. On SLURM the points form one submitit job array; a preempted or timed-out job is
 requeued (submitit checkpointing) and, by the same resume, continues where it stopped.
 """
@@ -114,11 +116,16 @@ def format_value(value: Any) -> str:
   return value if isinstance(value, str) else repr(value)
 
 
-def workdir_name(overrides: dict[str, Any]) -> str:
-  """`{'norm': 'ln', 'batch_size': 4}` -> 'norm=ln,batch_size=4'; path separators and blanks become '_'."""
-  if not overrides:
+def workdir_name(overrides: dict[str, Any], variant: str | None = None) -> str:
+  """`{'norm': 'ln', 'batch_size': 4}`, 'smoke' -> 'smoke,norm=ln,batch_size=4'; separators and blanks become '_'.
+
+  The variant is part of the name (first, as in `--config CONFIG:smoke,norm=ln`): a smoke sweep and the full grid
+  into one root would otherwise share every workdir, and the second would fail on each point as a config mismatch.
+  """
+  parts = ([variant] if variant else []) + [f'{k}={format_value(v)}' for k, v in overrides.items()]
+  if not parts:
     return 'default'
-  name = ','.join(f'{k}={format_value(v)}' for k, v in overrides.items())
+  name = ','.join(parts)
   return ''.join('_' if c in '/\\' or c.isspace() else c for c in name)
 
 
@@ -135,7 +142,7 @@ def build_points(
   Args:
     config_path: the config file, e.g. configs/mnist.py.
     variant: passed as `--config CONFIG:VARIANT` (and to `get_config` when checking the keys).
-    root: the sweep's root directory; each point's workdir is ROOT/<workdir_name(overrides)>.
+    root: the sweep's root directory; each point's workdir is ROOT/<workdir_name(overrides, variant)>.
     module: the experiment module to run; None: experiments.<config file name>.
     python: the interpreter that runs the points.
     extra: `field=value` overrides given to every point (e.g. `data.dir=/usr/share/datasets/fashion-mnist`).
@@ -154,7 +161,7 @@ def build_points(
   module = module or 'experiments.' + os.path.splitext(os.path.basename(config_path))[0]
   points, seen = [], {}
   for overrides in all_overrides:
-    name = workdir_name(overrides)
+    name = workdir_name(overrides, variant)
     if name in seen:
       raise ValueError(f'{config_path}: sweep points {seen[name]} and {overrides} would share workdir {name}.')
     seen[name] = overrides
@@ -176,8 +183,9 @@ def run_local(points: Sequence[Point], root: str, jobs: int) -> int:
   def run(point: Point) -> tuple[Point, int, float, str]:
     log_path = os.path.join(log_dir, point.name + '.log')
     start = time.monotonic()
-    with open(log_path, 'w') as log:
-      log.write(shlex.join(point.argv) + '\n')
+    # Appended: a re-run (which resumes) keeps the output of the runs before it.
+    with open(log_path, 'a') as log:
+      log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")}\n{shlex.join(point.argv)}\n')
       log.flush()
       returncode = subprocess.run(point.argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     return point, returncode, time.monotonic() - start, log_path

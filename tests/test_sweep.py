@@ -82,12 +82,14 @@ def test_dry_run_prints_one_command_per_point(tmp_path, capsys):
   # config fields.
   assert commands[0] == [
     sys.executable, '-m', 'experiments.toy', '--config', f'{config}:smoke,norm=bn,batch_size=128',
-    '--workdir', f'{root}/norm=bn,batch_size=128',
+    '--workdir', f'{root}/smoke,norm=bn,batch_size=128',
   ]  # fmt: skip
-  assert commands[5][-3:] == [f'{config}:smoke,norm=ln,batch_size=4', '--workdir', f'{root}/norm=ln,batch_size=4']
+  assert commands[5][-3:] == [
+    f'{config}:smoke,norm=ln,batch_size=4', '--workdir', f'{root}/smoke,norm=ln,batch_size=4'
+  ]  # fmt: skip
   assert commands[6][4:] == [
     f'{config}:smoke,norm=ln', '--config.optimizer.learning_rate=0.01',
-    '--workdir', f'{root}/optimizer.learning_rate=0.01,norm=ln',
+    '--workdir', f'{root}/smoke,optimizer.learning_rate=0.01,norm=ln',
   ]  # fmt: skip
   assert not os.path.exists(root)  # A dry run launches and creates nothing.
 
@@ -152,15 +154,27 @@ def test_local_executor_runs_each_point(tmp_path, fake_experiment, capsys):
   assert (
     sweep.main([config, '--variant', 'smoke', '--root', str(root), '--jobs', '2', '--module', fake_experiment]) == 0
   )
-  for name in ('norm=ln,batch_size=4', 'norm=bn,batch_size=4'):
+  for name in ('smoke,norm=ln,batch_size=4', 'smoke,norm=bn,batch_size=4'):
     recorded = json.loads((root / name / 'args.json').read_text())
-    norm = name.split(',')[0].split('=')[1]
+    norm = name.split(',')[1].split('=')[1]
     assert recorded['argv'] == [
       '--config', f'{config}:smoke', f'--config.norm={norm}', '--config.batch_size=4', '--workdir', str(root / name)
     ]  # fmt: skip
     assert f'trained {root / name}' in (root / 'logs' / f'{name}.log').read_text()
   out = capsys.readouterr().out
   assert '[1/2]' in out and '[2/2]' in out and out.count(': done in') == 2
+
+
+def test_sweeps_of_two_variants_into_one_root_keep_apart_and_logs_are_appended(tmp_path, fake_experiment, capsys):
+  config = write_config(tmp_path, TWO_POINTS, name='mnist.py')
+  root = tmp_path / 'runs'
+  launch = lambda *variant: sweep.main([config, *variant, '--root', str(root), '--module', fake_experiment])
+  assert launch('--variant', 'smoke') == 0 and launch() == 0 and launch() == 0
+  smoke, full = root / 'smoke,norm=ln,batch_size=4', root / 'norm=ln,batch_size=4'
+  assert json.loads((smoke / 'args.json').read_text())['argv'][1] == f'{config}:smoke'
+  assert json.loads((full / 'args.json').read_text())['argv'][1] == config
+  assert (root / 'logs' / 'smoke,norm=ln,batch_size=4.log').read_text().count('trained') == 1
+  assert (root / 'logs' / 'norm=ln,batch_size=4.log').read_text().count('trained') == 2  # The re-run appended.
 
 
 def test_local_executor_reports_failures(tmp_path, fake_experiment, capsys):

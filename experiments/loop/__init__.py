@@ -22,7 +22,7 @@ from experiments.loop.config_checks import (
   validate_training_config,
 )
 from experiments.loop.data import ArraySource, Source
-from experiments.loop.errors import ConfigError, DivergedError, WorkdirError
+from experiments.loop.errors import ConfigError, DivergedError, Interrupted, WorkdirError
 from experiments.loop.evaluation import EvalContext, Evaluator
 from experiments.loop.optim import make_optimizer
 from experiments.loop.run import train
@@ -38,6 +38,7 @@ __all__ = [
   'DivergedError',
   'EvalContext',
   'Evaluator',
+  'Interrupted',
   'Schedule',
   'Source',
   'Task',

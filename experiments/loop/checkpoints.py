@@ -13,11 +13,16 @@ written by a different model is refused by name, not by an obscure shape error.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging as py_logging
 import os
 import re
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -37,6 +42,67 @@ class _QuietOrbax(py_logging.Filter):
 
 
 _QUIET_ORBAX = _QuietOrbax()
+
+
+class _SilentOrbax(py_logging.Filter):
+  """Drops all of Orbax's records: while a checkpoint is being tried, its errors repeat what the loop reports once."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+# A failed read leaves TensorStore callbacks that fire on Orbax's closed event loop, each printing a traceback; several
+# threads print at once, so their lines interleave and are dropped line by line.
+_CLOSED_LOOP_LINES = (
+  'Traceback (most recent call last):',
+  'asyncio/base_events.py',
+  'self._check_closed()',
+  "raise RuntimeError('Event loop is closed')",
+  'Event loop is closed',
+)
+
+
+def _without_closed_loop_noise(text: str) -> str:
+  if 'Event loop is closed' not in text:
+    return text
+  return ''.join(line for line in text.splitlines(True) if not any(s in line for s in _CLOSED_LOOP_LINES))
+
+
+@contextlib.contextmanager
+def _quiet_restores() -> Iterator[None]:
+  """Silences Orbax's logging and the closed-event-loop tracebacks while checkpoints are tried; keeps other output.
+
+  The tracebacks are printed to file descriptor 2 by TensorStore's threads, past Python's logging, so the descriptor
+  is captured and replayed afterwards without them (a failing restore of a large model prints hundreds of lines).
+  """
+  loggers = [logging.get_absl_logger(), py_logging.getLogger()]
+  silent = _SilentOrbax()
+  for logger in loggers:
+    logger.addFilter(silent)
+  sys.stderr.flush()
+  saved_fd = os.dup(2)
+  with tempfile.TemporaryFile(mode='w+b') as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved_fd, 2)
+      os.close(saved_fd)
+      for logger in loggers:
+        logger.removeFilter(silent)
+      capture.seek(0)
+      kept = _without_closed_loop_noise(capture.read().decode(errors='replace'))
+      if kept:
+        sys.stderr.write(kept)
+        sys.stderr.flush()
+
+
+def _short_reason(error: Exception) -> str:
+  """The first line of an error, without TensorStore's JSON specs (kilobytes per array), at most ~200 characters."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  text = f'{type(error).__name__}: {text.split(" [tensorstore_spec")[0]}'
+  return text if len(text) <= 200 else text[:197] + '...'
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -152,35 +218,47 @@ class Checkpointer:
     Raises:
       CheckpointMismatchError: the checkpoint is intact but belongs to a different model or optimizer.
     """
+    reports = []  # Logged once the output is no longer captured.
+    try:
+      with _quiet_restores():
+        return self._restore_newest_good(abstract_tree, reports)
+    finally:
+      for report in reports:
+        logging.warning(report)
+
+  def _restore_newest_good(self, abstract_tree: Any, reports: list[str]) -> tuple[Any, dict] | None:
     for step in reversed(self.steps()):
       try:
         return self.restore(step, abstract_tree)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # Any failure to read a checkpoint back means it is unusable.
-        logging.error(
-          'The checkpoint at step %d in %s is corrupt (%s: %s); trying the one before.',
-          step,
-          self.directory,
-          type(e).__name__,
-          e,
-        )
-        self._set_aside(step)
+        reason = _short_reason(e)
+      moved = self._set_aside(step)
+      where = f'moved it to {moved}' if moved else 'left it in place (read-only)'
+      reports.append(
+        f'The checkpoint at step {step} in {self.directory} is corrupt ({reason}); {where}; trying the one before.'
+      )
+      gc.collect()  # Lets the failed read's pending TensorStore callbacks fire (and print) while output is captured.
     return None
 
-  def _set_aside(self, step: int) -> None:
-    """Moves a corrupt checkpoint out of Orbax's sight (kept for inspection), so that its step can be saved again."""
+  def _set_aside(self, step: int) -> str | None:
+    """Moves a corrupt checkpoint out of Orbax's sight (kept for inspection), so that its step can be saved again.
+
+    Returns:
+      Where it went, or None for a read-only checkpointer (which leaves it).
+    """
     if self.read_only:
-      return
+      return None
+    target = os.path.join(self.directory + CORRUPT_SUFFIX, str(step))
     if jax.process_index() == 0:
-      target = os.path.join(self.directory + CORRUPT_SUFFIX, str(step))
       if os.path.exists(target):
         shutil.rmtree(target)
       os.makedirs(os.path.dirname(target), exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
-      logging.error('Moved the corrupt checkpoint to %s.', target)
     sync_processes(f'checkpoint_set_aside_{step}')
     self._manager.reload()
+    return target
 
   def close(self) -> None:
     self._manager.close()

@@ -11,4 +11,12 @@ class DivergedError(RuntimeError):
   """The loss or a norm became NaN or Inf; the run stopped with status 'diverged'."""
 
 
-__all__ = ['ConfigError', 'DivergedError', 'WorkdirError']
+class Interrupted(RuntimeError):
+  """SIGINT or SIGTERM stopped the run at a checkpoint (status 'interrupted'); re-running the command resumes it."""
+
+  def __init__(self, message: str, step: int, signal_name: str):
+    super().__init__(message)
+    self.step, self.signal_name = step, signal_name
+
+
+__all__ = ['ConfigError', 'DivergedError', 'Interrupted', 'WorkdirError']

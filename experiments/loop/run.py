@@ -32,11 +32,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import workdir as wd
-from experiments.loop import checkpoints, evaluation, metrics, state_io, steps
+from experiments.loop import checkpoints, evaluation, interrupts, metrics, progress, state_io, steps
 from experiments.loop import data as data_lib
 from experiments.loop import state as state_lib
 from experiments.loop.config_checks import default_best_mode, validate_training_config
-from experiments.loop.errors import ConfigError, DivergedError, WorkdirError
+from experiments.loop.errors import ConfigError, DivergedError, Interrupted, WorkdirError
 from experiments.loop.metric_writers import MetricWriter
 from experiments.loop.schedule import Schedule, chunk_size
 from experiments.loop.task import Task
@@ -58,13 +58,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
     ConfigError: an invalid config value.
     WorkdirError: the workdir holds something else or is in use.
     DivergedError: a NaN or Inf loss or norm (status 'diverged'; the last good checkpoint and the logs stay).
+    Interrupted: SIGINT or SIGTERM; the run stopped at a checkpoint of the step it had reached (status 'interrupted').
   """
   validate_training_config(config)
   run = _Run(config, workdir, task)
-  status = state_io.open_workdir(config, workdir)
+  status = state_io.open_workdir(config, workdir, run.schedule.total_steps)
   # Every process reads the workdir before process 0 claims it (lock, config.json): all then agree it is new.
   checkpoints.sync_processes('open_workdir')
-  if status is not None and status['status'] == 'done':
+  extends = status is not None and 'extends' in status
+  if extends:
+    changed = ', '.join(f'{k} {old!r} -> {new!r}' for k, old, new in status['extends'])
+    logging.info(
+      'Extending %s from %d to %d steps (%s).', workdir, status['total_steps'], run.schedule.total_steps, changed
+    )
+  elif status is not None and status['status'] == 'done':
     logging.info('%s is already done (step %d): %s', workdir, status['step'], metrics.summary(status['metrics']))
     return status['metrics']
   if status is not None and status['status'] == 'diverged':
@@ -72,8 +79,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
       f'The run in {workdir} diverged earlier: {status["message"]} Re-running would diverge again. '
       'Fix: start a new --workdir with a changed config (e.g. a lower --config.optimizer.learning_rate).'
     )
-  with state_io.claim(config, workdir, task, new=status is None, is_writer=run.is_writer):
-    return run.go()
+  # An extended run's config.json is rewritten under the lock: it is the config the workdir now holds.
+  claim = state_io.claim(config, workdir, task, new=status is None or extends, is_writer=run.is_writer)
+  with claim, interrupts.catch_signals() as stopper:
+    return run.go(stopper)
 
 
 class _Run:
@@ -106,8 +115,9 @@ class _Run:
 
   # -- Set-up ----------------------------------------------------------------------------------------------------------
 
-  def go(self) -> dict[str, float]:
+  def go(self, stopper: interrupts.Stopper | None = None) -> dict[str, float]:
     config, schedule = self.config, self.schedule
+    self.stopper = stopper or interrupts.Stopper()
     self.parts = state_lib.build(config, self.task.build_model, schedule.total_steps)
     self.checkpointer = checkpoints.Checkpointer(
       os.path.join(self.workdir, wd.CHECKPOINT_DIR),
@@ -161,23 +171,46 @@ class _Run:
     self.window = metrics.Means(**meta['window'])
     self.since_eval = metrics.Means(**meta['since_eval'])
     self.best = meta.get('best')  # {'value', 'step'} of the best evaluation so far, or None.
-    self.timer = _Timer()
-    self._status('running', step)
+    self.timer = progress.Throughput()
+    self.compiled_sizes = set()  # Chunk sizes this process has called the train step with (compiled).
+    # The newest value of every metric logged so far, for status.json at every stop point.
+    self.latest = {k: v for r in self.writer.rows for k, v in r.items() if k != 'step'}
+    self._status('running', step, self.latest)
     while step < schedule.total_steps:
       stop = schedule.next_stop(step)
       pending = []  # (first step, per-step metrics still on the device)
       while step < stop:
+        # Greedy sizes depend only on the steps left to the stop point: a run resumed from an interrupt's checkpoint
+        # (a dispatch boundary) dispatches, and computes, exactly as the uninterrupted run.
         n = chunk_size(stop - step, self.config.steps_per_dispatch)
-        idx = self.schedule.indices(step, n, self.order)
-        batches = data_lib.put_global(self.train_source, idx, self.stacked, 1, _build_stack)
-        state, step_metrics = self.train_chunk(state, batches)
+        state, step_metrics = self._dispatch(state, step, n)
         pending.append((step, step_metrics))
         step += n
-      self._at_stop(state, step, pending)
+        if step < stop and self._stop_requested(at_stop_point=False):
+          break
+      if step == stop:
+        self._at_stop(state, step, pending)
+        pending = []
+      if self._stop_requested(at_stop_point=step == stop):
+        self._interrupt(state, step, pending)
     return state
 
-  def _at_stop(self, state: dict, step: int, pending: list) -> None:
-    """Fetches and checks the metrics (this waits for the device), then logs, evaluates, selects, checkpoints."""
+  def _dispatch(self, state: dict, step: int, n: int) -> tuple[dict, dict]:
+    """Enqueues steps step + 1 ... step + n; the first call of a chunk size compiles, and is kept out of the ETA."""
+    idx = self.schedule.indices(step, n, self.order)
+    batches = data_lib.put_global(self.train_source, idx, self.stacked, 1, _build_stack)
+    compiles = n not in self.compiled_sizes
+    if compiles:
+      jax.block_until_ready(state)  # So that the call's time is compilation, not waiting for earlier steps.
+      t0 = time.perf_counter()
+    state, step_metrics = self.train_chunk(state, batches)
+    if compiles:
+      self.compiled_sizes.add(n)
+      self.timer.exclude(time.perf_counter() - t0)
+    return state, step_metrics
+
+  def _take(self, pending: list) -> None:
+    """Fetches and checks the pending metrics (this waits for the device) and adds them to the running means."""
     fetched = [(first, jax.tree.map(checkpoints.to_host, m)) for first, m in pending]
     self.timer.stop(sum(len(m['loss']) for _, m in fetched))
     for first, m in fetched:
@@ -186,6 +219,10 @@ class _Run:
         self._diverged(*bad)
       self.window.add(m)
       self.since_eval.add(m)
+
+  def _at_stop(self, state: dict, step: int, pending: list) -> None:
+    """Fetches and checks the metrics, then logs, evaluates, selects, checkpoints."""
+    self._take(pending)
     row = {}
     if self.schedule.is_log(step):
       row.update(self._log_row(step))
@@ -194,22 +231,55 @@ class _Run:
     if row:
       self.writer.write(step, row)
     if self.schedule.is_checkpoint(step):
-      self.writer.sync()  # The logs must never lag behind a checkpoint: a resume truncates rows to the checkpoint.
-      meta = {
-        'data_position': list(divmod(step, self.schedule.steps_per_epoch)),  # [epoch, batches done in it]
-        'window': self.window.state(),
-        'since_eval': self.since_eval.state(),
-        'best': self.best,
-      }
-      self.checkpointer.save(step, state, meta)
-    self._status('running', step, row)
+      self._checkpoint(state, step)
+    self.latest.update(row)
+    self._status('running', step, self.latest)
     self.timer.start()
+
+  def _checkpoint(self, state: dict, step: int) -> None:
+    self.writer.sync()  # The logs must never lag behind a checkpoint: a resume truncates rows to the checkpoint.
+    meta = {
+      'data_position': list(divmod(step, self.schedule.steps_per_epoch)),  # [epoch, batches done in it]
+      # The running means travel with the checkpoint, so that a checkpoint between log steps changes no logged row.
+      'window': self.window.state(),
+      'since_eval': self.since_eval.state(),
+      'best': self.best,
+    }
+    self.checkpointer.save(step, state, meta)
+
+  # -- Interrupts (experiments.loop.interrupts) ------------------------------------------------------------------------
+
+  def _stop_requested(self, *, at_stop_point: bool) -> bool:
+    if jax.process_count() == 1:
+      return self.stopper.requested
+    if not at_stop_point:
+      return False  # Every process must stop at the same step, and agreeing takes a collective: stop points only.
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.stopper.requested))))
+
+  def _interrupt(self, state: dict, step: int, pending: list) -> None:
+    """Makes `step` a stop point that logs nothing new: checkpoints it (unless done), records it, raises Interrupted."""
+    self._take(pending)
+    if step not in self.checkpointer.steps():
+      self._checkpoint(state, step)
+    name = self.stopper.name or 'a signal'
+    message = f'Interrupted ({name}) at step {step}; re-run the same command to resume.'
+    self._status('interrupted', step, self.latest, message=message)
+    logging.info('%s: checkpoint at step %d written.', name, step)
+    raise Interrupted(message, step, name)
 
   def _diverged(self, step: int, values: str) -> None:
     saved = self.checkpointer.steps()
-    kept = f'The last good checkpoint (step {saved[-1]})' if saved else 'No checkpoint was written yet; the logs'
-    message = f'Diverged: a NaN or Inf at step {step} ({values}). {kept} and the logs up to it stay in {self.workdir}.'
-    self._status('diverged', step, message=message)
+    logged = [r['step'] for r in self.writer.rows]
+    if saved:
+      kept = f'The last good checkpoint (step {saved[-1]}) and the logs up to it stay in {self.workdir}.'
+    elif logged:
+      kept = f'No checkpoint was written yet; the logs up to step {logged[-1]} stay in {self.workdir}.'
+    else:
+      kept = f'Nothing was checkpointed or logged yet in {self.workdir}.'
+    message = f'Diverged: a NaN or Inf at step {step} ({values}). {kept}'
+    self._status('diverged', step, self.latest, message=message)
     raise DivergedError(message)
 
   def _log_row(self, step: int) -> dict[str, float]:
@@ -233,8 +303,9 @@ class _Run:
     self.timer.reset_window()
     return row
 
-  def _eta(self, step: int) -> datetime.timedelta:
-    return datetime.timedelta(seconds=round((self.schedule.total_steps - step) / max(self.timer.rate(), 1e-9)))
+  def _eta(self, step: int) -> datetime.timedelta | str:
+    seconds = self.timer.eta_seconds(self.schedule.total_steps - step)
+    return '?' if seconds is None else datetime.timedelta(seconds=round(seconds))
 
   # -- Evaluation and model selection ----------------------------------------------------------------------------------
 
@@ -318,8 +389,9 @@ class _Run:
     if not self.is_writer:
       return
     fields = {'epoch': self.schedule.epoch(step), 'metrics': row or {}}
-    if status == 'running' and step:
-      fields['eta_seconds'] = round(self._eta(step).total_seconds())
+    eta = self.timer.eta_seconds(self.schedule.total_steps - step) if status == 'running' else None
+    if eta is not None:
+      fields['eta_seconds'] = round(eta)
     if self.best is not None:
       fields['best'] = {'metric': self.best_metric, **self.best}
     wd.write_status(self.workdir, status, step, self.schedule.total_steps, message, **fields)
@@ -327,23 +399,3 @@ class _Run:
 
 def _build_stack(source: data_lib.Source, indices_SxB: np.ndarray) -> dict[str, np.ndarray]:
   return data_lib.stack_padded([source.batch(row) for row in indices_SxB])
-
-
-class _Timer:
-  """Training seconds and steps in the current logging window; evaluation and logging happen outside it."""
-
-  def __init__(self):
-    self.seconds, self.steps, self.t0 = 0.0, 0, time.perf_counter()
-
-  def start(self) -> None:
-    self.t0 = time.perf_counter()
-
-  def stop(self, num_steps: int) -> None:
-    self.seconds += time.perf_counter() - self.t0
-    self.steps += num_steps
-
-  def rate(self) -> float:
-    return self.steps / max(self.seconds, 1e-9)
-
-  def reset_window(self) -> None:
-    self.seconds, self.steps = 0.0, 0

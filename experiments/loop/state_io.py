@@ -25,25 +25,61 @@ def config_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json(indent=2, sort_keys=True)
 
 
-def open_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-  """Checks that `workdir` is new, empty, or holds this same run; returns its status (None for a new run)."""
+# Fields whose change only makes the run longer: the steps already taken are the same, so they stay as they are.
+EXTENDABLE_FIELDS = ('num_epochs', 'num_train_steps')
+
+
+def open_workdir(config: ml_collections.ConfigDict, workdir: str, total_steps: int | None = None) -> dict | None:
+  """Checks that `workdir` is new, empty, or holds this run (or a shorter one to extend); returns its status.
+
+  Args:
+    config: the config to run.
+    workdir: the run's directory.
+    total_steps: the steps `config` trains for; a saved run of fewer steps, whose config differs only in the length
+      fields, is extended (None: refuse any difference).
+
+  Returns:
+    None for a new run; else the saved status, with 'extends' set to the differing fields for a run to extend.
+  """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise wd.WorkdirError(f'--workdir {workdir} is a file, not a directory. Fix: name a new or existing directory.')
   saved = wd.read_saved_config(workdir)
   if saved is not None:
+    status = wd.read_status(workdir) or {'status': 'running', 'step': 0}
     diff = wd.config_differences(saved, json.loads(config_json(config)))
     if diff:
-      shown = '; '.join(f'{k}: {old!r} in the workdir, {new!r} now' for k, old, new in diff[:6])
-      raise wd.WorkdirError(
-        f'{workdir} holds a run with a different config ({shown}). Re-running resumes only the same config. '
-        'Fix: use a new --workdir for a new config, or the original config to resume.'
-      )
-    return wd.read_status(workdir) or {'status': 'running', 'step': 0}
+      _check_extension(workdir, diff, saved, status, total_steps)
+      status = dict(status, extends=diff)
+    return status
   if os.path.isdir(workdir) and set(os.listdir(workdir)) - {wd.LOCK_FILE}:
     raise wd.WorkdirError(
       f'{workdir} is not empty and holds no run ({wd.CONFIG_FILE} is missing). Fix: name a new or empty --workdir.'
     )
   return None
+
+
+def _check_extension(workdir: str, diff: list, saved: dict, status: dict, total_steps: int | None) -> None:
+  """Raises WorkdirError unless `diff` only lengthens the saved run's schedule, naming the fields and the reason."""
+  shown = '; '.join(f'{k}: {old!r} in the workdir, {new!r} now' for k, old, new in diff)
+  others = [k for k, _, _ in diff if k not in EXTENDABLE_FIELDS]
+  fix = 'Fix: use a new --workdir for a new config, or the original config to resume.'
+  if others:
+    raise wd.WorkdirError(
+      f'{workdir} holds a run with a different config ({shown}). Re-running resumes the same config, or extends it '
+      f'with a larger num_epochs or num_train_steps; {", ".join(others)} cannot change. {fix}'
+    )
+  old_total = status.get('total_steps')
+  if total_steps is None or old_total is None or total_steps < old_total:
+    raise wd.WorkdirError(
+      f'{workdir} holds a run of {old_total} steps; this config ({shown}) trains for {total_steps}. A run can be '
+      f'extended, not shortened (its logs past the new end would stay). {fix}'
+    )
+  schedule = saved.get('optimizer', {}).get('schedule', 'constant')
+  if schedule != 'constant':
+    raise wd.WorkdirError(
+      f'{workdir} holds a run with optimizer.schedule={schedule!r}, whose learning rate decays over the total steps: '
+      f'a longer run ({shown}) would have used other rates from its first step, so it cannot be extended. {fix}'
+    )
 
 
 @contextlib.contextmanager
