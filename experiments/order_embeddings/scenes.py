@@ -124,11 +124,13 @@ def captions(things: list[Thing], rng: np.random.Generator) -> list[str]:
   with_size = lambda: bool(rng.integers(2))
   one_attribute = f'a {a.colour} object' if rng.integers(2) else f'a {a.shape}'
   everything = ' , '.join(f'{_phrase(t, True)} {_region(t)}' for t in things)
+  single = _phrase(a, with_size())
+  pair = (_phrase(a, with_size()), _phrase(b, with_size()))  # Level 4 adds the relation to level 3's phrases.
   return [
     one_attribute,
-    _phrase(a, with_size()),
-    f'{_phrase(a, with_size())} and {_phrase(b, with_size())}',
-    f'{_phrase(a, with_size())} {_relation(a, b)} {_phrase(b, with_size())}',
+    single,
+    f'{pair[0]} and {pair[1]}',
+    f'{pair[0]} {_relation(a, b)} {pair[1]}',
     f'{COUNTS[len(things)]} objects : {everything}',
   ]
 
