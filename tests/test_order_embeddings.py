@@ -217,7 +217,12 @@ def test_config_variants_follow_the_paper():
   assert (paper.batch_size, paper.num_epochs, paper.eval_every_steps, paper.data.source) == (128, 100, 300, 'coco')
   assert (paper.eval.dev_images, paper.eval.fold_size) == (1000, 1000)
   opt = paper.optimizer
-  assert (opt.learning_rate, opt.grad_clip, opt.grad_clip_norm, opt.bias_correction) == (1e-3, 'per_tensor_norm', 2, False)
+  assert (opt.learning_rate, opt.grad_clip, opt.grad_clip_norm, opt.bias_correction) == (
+    1e-3,
+    'per_tensor_norm',
+    2,
+    False,
+  )
   assert paper.best_metric == 'eval/val/image_r_sum' and paper.best_mode == 'max'
   assert oe_config.get_config('model=sym').model.margin == 0.2
   assert oe_config.get_config().data.source == 'procedural'
@@ -270,7 +275,7 @@ def test_cli_bad_input_exits_2_with_one_error_and_no_traceback(tmp_path, args, m
 
 
 def plain_loss(p: dict, batch: dict, margin: float) -> jax.Array:
-  """The LN-GRU order-embedding loss in plain jnp, from the parameters alone (eq. 26-28; loops over steps and pairs)."""
+  """The LN-GRU order-embedding loss in plain jnp from the parameters alone (eq. 26-28), without the library."""
 
   def ln(x, g, b):
     mean = x.mean(-1, keepdims=True)
@@ -278,23 +283,25 @@ def plain_loss(p: dict, batch: dict, margin: float) -> jax.Array:
 
   hidden = p['wh'].shape[0]
   tokens, lengths = batch['tokens'], batch['lengths']
-  h = jnp.zeros((len(tokens), hidden))
-  for t in range(tokens.shape[1]):
+
+  def step(h, t):
     xw, uh = p['emb'][tokens[:, t]] @ p['wx'], h @ p['wh']
     gates = jax.nn.sigmoid(ln(xw[:, : 2 * hidden], *p['ln_ig']) + ln(uh[:, : 2 * hidden], *p['ln_hg']))
     r, z = gates[:, :hidden], gates[:, hidden:]
     n = jnp.tanh(ln(xw[:, 2 * hidden :], *p['ln_ic']) + r * ln(uh[:, 2 * hidden :], *p['ln_hc']))
-    h = jnp.where((t < lengths)[:, None], (1 - z) * n + z * h, h)  # Past its length a caption keeps its state.
+    return jnp.where((t < lengths)[:, None], (1 - z) * n + z * h, h), None  # Past its length: the state stays.
+
+  h, _ = jax.lax.scan(step, jnp.zeros((len(tokens), hidden)), jnp.arange(tokens.shape[1]))
   s = jnp.abs(h / jnp.linalg.norm(h, axis=1, keepdims=True))
   v = batch['image'] @ p['wi'] + p['bi']
   v = jnp.abs(v / jnp.linalg.norm(v, axis=1, keepdims=True))
-  e = lambda a, c: jnp.sum(jnp.maximum(0.0, s[a] - v[c]) ** 2)
-  total = 0.0
-  for i in range(len(s)):
-    for j in range(len(s)):
-      if i != j:
-        total += jnp.maximum(0.0, margin - e(i, j) + e(i, i)) + jnp.maximum(0.0, margin - e(j, i) + e(i, i))
-  return total
+  e = jnp.sum(jnp.maximum(0.0, s[:, None, :] - v[None, :, :]) ** 2, axis=-1)  # [caption, image]
+  match = jnp.diagonal(e)
+  other = 1.0 - jnp.eye(len(e))
+  # Caption i against contrastive image j (e[i, j]); image i against contrastive caption j (e[j, i]).
+  return jnp.sum(
+    other * (jnp.maximum(0.0, margin - e + match[:, None]) + jnp.maximum(0.0, margin - e.T + match[:, None]))
+  )
 
 
 def test_one_training_step_matches_a_hand_computation(tmp_path):
@@ -302,6 +309,7 @@ def test_one_training_step_matches_a_hand_computation(tmp_path):
   config.batch_size = 6
   config.num_train_steps = 1
   config.log_every_steps = 1
+  config.data.num_val = config.data.num_test = config.eval.dev_images = config.eval.fold_size = 8  # Quick evals.
   task = order_embeddings.build_task(config)
   m = loop.init_model(config, task)
   params = {
@@ -322,11 +330,15 @@ def test_one_training_step_matches_a_hand_computation(tmp_path):
 
   # The order-embedding code's update: each gradient tensor clipped to norm 2, then its Adam's first step, which is
   # lr * sqrt(0.999) / 0.9 * 0.1 / sqrt(0.001) = 3.5 lr times the sign of the gradient where |g| >> eps (bias-corrected
-  # Adam would take lr). Where |g| is near eps float32 rounding of g moves the update by up to ~1e-5: atol 2e-5.
+  # Adam would take lr). Where |g| is within ~100 eps, float32 rounding of g moves that ratio: those are not compared.
   opt = config.optimizer
   trained = loop.load_model(str(tmp_path), task, which='latest')
-  got = {'emb': trained.words.embedding, 'wx': trained.encoder.dense_i.kernel, 'wi': trained.image.kernel,
-         'ln_ig': (trained.encoder.ln_i_gates.scale, trained.encoder.ln_i_gates.bias)}
+  got = {
+    'emb': trained.words.embedding,
+    'wx': trained.encoder.dense_i.kernel,
+    'wi': trained.image.kernel,
+    'ln_ig': (trained.encoder.ln_i_gates.scale, trained.encoder.ln_i_gates.bias),
+  }
   factor = np.sqrt(1 - (1 - opt.b2)) / (1 - (1 - opt.b1))
   for key, value in got.items():
     for p, g, new in zip(*(jax.tree.leaves(x[key]) for x in (params, grads, {key: value})), strict=True):
@@ -334,7 +346,9 @@ def test_one_training_step_matches_a_hand_computation(tmp_path):
       g = g * min(1.0, opt.grad_clip_norm / np.linalg.norm(g))
       m1, v1 = (1 - opt.b1) * g, (1 - opt.b2) * g**2
       want = np.asarray(p, np.float64) - opt.learning_rate * factor * m1 / (np.sqrt(v1) + opt.eps)
-      np.testing.assert_allclose(new[...], want, rtol=1e-4, atol=2e-5, err_msg=key)
+      clear = np.abs(g) > 1e-6
+      assert clear.mean() > 0.5, key
+      np.testing.assert_allclose(new[...][clear], want[clear], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
 @pytest.fixture(scope='module')

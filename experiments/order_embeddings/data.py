@@ -55,7 +55,9 @@ def check_source(source: str, data_dir: str | None = None) -> None:
     raise ValueError(f'Unknown image-caption source {source!r}; choose one of {", ".join(SOURCES)}.')
   if source == 'coco':
     if not data_dir:
-      raise ValueError(f'source=coco reads the order-embedding files from a directory: set config.data.dir. {COCO_HINT}')
+      raise ValueError(
+        f'source=coco reads the order-embedding files from a directory: set config.data.dir. {COCO_HINT}'
+      )
     if not os.path.isdir(data_dir):
       raise ValueError(f'data dir {data_dir!r} is not a directory. {COCO_HINT}')
     missing = [p for s in SPLITS for p in coco_paths(data_dir, s) if not os.path.isfile(p)]

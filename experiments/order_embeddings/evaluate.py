@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -86,7 +85,9 @@ def encode_images(model: OrderEmbedding, features: np.ndarray, batch_size: int) 
   chunks = []
   for start in range(0, len(features), batch_size):
     batch = features[start : start + batch_size]
-    padded = np.concatenate([batch, np.repeat(batch[:1], batch_size - len(batch), 0)]) if len(batch) < batch_size else batch
+    padded = (
+      np.concatenate([batch, np.repeat(batch[:1], batch_size - len(batch), 0)]) if len(batch) < batch_size else batch
+    )
     chunks.append(np.asarray(_encode_images(model, padded))[: len(batch)])
   return np.concatenate(chunks)
 

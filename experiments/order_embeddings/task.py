@@ -58,11 +58,15 @@ def loss_fn(model: OrderEmbedding, batch: dict, rng, *, margin: float):
 def _problems(config: ml_collections.ConfigDict, problems: list[str]) -> None:
   model, ev, d = config.model, config.get('eval'), config.data
   if model.get('model') not in MODELS:
-    problems.append(f'config.model.model must be one of {", ".join(MODELS)}; got {model.get("model")!r}. '
-                    'Fix: e.g. --config.model.model=oe')
+    problems.append(
+      f'config.model.model must be one of {", ".join(MODELS)}; got {model.get("model")!r}. '
+      'Fix: e.g. --config.model.model=oe'
+    )
   if not (isinstance(model.get('margin'), int | float) and model.margin > 0):
-    problems.append(f'config.model.margin must be a positive number; got {model.get("margin")!r}. '
-                    'Fix: e.g. --config.model.margin=0.05')
+    problems.append(
+      f'config.model.margin must be a positive number; got {model.get("margin")!r}. '
+      'Fix: e.g. --config.model.margin=0.05'
+    )
   if ev is None:
     problems.append('config.eval is missing: build the config with configs/order_embeddings.py.')
     return
@@ -71,16 +75,20 @@ def _problems(config: ml_collections.ConfigDict, problems: list[str]) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       problems.append(f'config.eval.{key} must be a positive int; got {value!r}. Fix: e.g. --config.eval.{key}=1000')
   if not isinstance(d.get('pad_multiple'), int) or d.pad_multiple < 1:
-    problems.append(f'config.data.pad_multiple must be a positive int; got {d.get("pad_multiple")!r}. '
-                    'Fix: e.g. --config.data.pad_multiple=8')
+    problems.append(
+      f'config.data.pad_multiple must be a positive int; got {d.get("pad_multiple")!r}. '
+      'Fix: e.g. --config.data.pad_multiple=8'
+    )
   if d.source == 'procedural':
     for key in ('num_train', 'num_val', 'num_test'):
       value = d.get(key)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         problems.append(f'config.data.{key} must be a positive int; got {value!r}. Fix: e.g. --config.data.{key}=1000')
     if isinstance(d.get('num_train'), int) and isinstance(config.batch_size, int) and d.num_train < config.batch_size:
-      problems.append(f'config.data.num_train={d.num_train} is smaller than one batch ({config.batch_size}). '
-                      f'Fix: --config.data.num_train={config.batch_size} or more, or a smaller --config.batch_size.')
+      problems.append(
+        f'config.data.num_train={d.num_train} is smaller than one batch ({config.batch_size}). '
+        f'Fix: --config.data.num_train={config.batch_size} or more, or a smaller --config.batch_size.'
+      )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -142,7 +150,9 @@ def load_trained_model(workdir: str, which: str | int = 'best') -> tuple[OrderEm
   config = loop.read_config(workdir)
   meta = loop.read_task_metadata(workdir)
   if 'words' not in meta:
-    raise FileNotFoundError(f'{workdir} records no vocabulary (task.json): was it trained by experiments.order_embeddings?')
+    raise FileNotFoundError(
+      f'{workdir} records no vocabulary (task.json): was it trained by experiments.order_embeddings?'
+    )
   vocab = {w: i + 2 for i, w in enumerate(meta['words'])}
   build = functools.partial(build_model, config.model, len(vocab) + 2, meta['image_features'])
   return loop.load_model(workdir, build, which), vocab
