@@ -35,6 +35,7 @@ from benchmarks import timing
 from benchmarks.layer_norm import environment
 from configs import mnist as mnist_config
 from experiments import loop, mnist
+from experiments.loop import data as data_lib
 from experiments.loop import state as state_lib
 from experiments.loop import steps
 
@@ -57,9 +58,11 @@ class LoopChunk:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, task: loop.Task):
-    num_examples = len(next(iter(task.train_data.values())))
+    # Any train data the loop takes (a dict of arrays or a Source with its own order), batched as the loop does.
+    self.source = data_lib.as_source(task.train_data, 'train_data')
     self.config, self.task = config, task
-    self.schedule = loop.Schedule.from_config(config, num_examples)
+    self.schedule = loop.Schedule.from_config(config, len(self.source))
+    self.order = functools.lru_cache(maxsize=2)(lambda epoch: data_lib.epoch_order(self.source, config.seed, epoch))
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, 'data'))
@@ -74,8 +77,9 @@ class LoopChunk:
     self.examples_per_call = self.steps_per_call * config.batch_size
 
   def __call__(self):
-    idx = self.schedule.indices(self.step, self.steps_per_call)
-    batches = {k: jax.device_put(v[idx], self.stacked) for k, v in self.task.train_data.items()}
+    idx = self.schedule.indices(self.step, self.steps_per_call, self.order)
+    stack = lambda source, i: data_lib.stack_padded([source.batch(row) for row in i])
+    batches = data_lib.put_global(self.source, idx, self.stacked, 1, stack)
     self.state, metrics = self.train_chunk(self.state, batches)
     self.step += self.steps_per_call
     return metrics
