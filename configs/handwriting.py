@@ -19,7 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Schedule: Figure 5 counts updates, so the run is a number of steps, evaluated every `eval_every_steps`.
   config.batch_size = 8  # The paper's minibatch.
-  config.num_train_steps = 1_500
+  config.num_train_steps = 3_000
   config.log_every_steps = 20
   config.eval_every_steps = 50
   config.eval_batch_size = 100
