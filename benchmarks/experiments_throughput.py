@@ -1,6 +1,6 @@
 """Training throughput of each experiment's CPU-scale config, with layer normalization against the baseline.
 
-    python -m benchmarks.experiments_throughput [--experiments mnist,draw] [--repeats 10] [--json OUT]
+    python -m benchmarks.experiments_throughput [--experiments mnist,draw,handwriting] [--repeats 10] [--json OUT]
 
 For every experiment, its default config (`configs/<name>.py`, the CPU scale) with `norm=ln` and with `norm=none`,
 on its own data (`build_task`), trained by the loop's jitted chunk of `config.steps_per_dispatch` steps, as
@@ -19,10 +19,15 @@ from benchmarks import timing
 from benchmarks.layer_norm import environment
 from benchmarks.mnist_throughput import LoopChunk
 from configs import draw as draw_config
+from configs import handwriting as handwriting_config
 from configs import mnist as mnist_config
-from experiments import draw, mnist
+from experiments import draw, handwriting, mnist
 
-EXPERIMENTS = {'mnist': (mnist_config, mnist), 'draw': (draw_config, draw)}
+EXPERIMENTS = {
+  'mnist': (mnist_config, mnist),
+  'draw': (draw_config, draw),
+  'handwriting': (handwriting_config, handwriting),
+}
 NORMS = ('none', 'ln')
 
 
@@ -76,7 +81,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--experiments', default=','.join(EXPERIMENTS), help='comma-separated: mnist, draw')
+  parser.add_argument('--experiments', default=','.join(EXPERIMENTS), help='comma-separated: mnist, draw, handwriting')
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
   names = [n.strip() for n in args.experiments.split(',') if n.strip()]

@@ -66,7 +66,7 @@ def test_mixture_nll_stays_finite_for_extreme_outputs():
   m = 3
   y = jnp.asarray(np.random.default_rng(1).normal(scale=200.0, size=(5, 1 + 6 * m)), jnp.float32)
   target = jnp.asarray([[50.0, -50.0, 1.0]] * 5)
-  value, grad = jax.value_and_grad(lambda y: model.mixture_nll(y, target, m).sum())(y)
+  value, grad = jax.jit(jax.value_and_grad(lambda y: model.mixture_nll(y, target, m).sum()))(y)
   assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
@@ -91,7 +91,8 @@ def test_window_on_hand_checkable_cases():
 
 
 def test_paper_sized_network_is_finite_over_500_steps():
-  net = model.SynthesisNetwork(57, hidden=400, norm='ln', rngs=nnx.Rngs(0))
+  # Built under jit: eager initialisation of the 400-unit matrices takes ~30 s on a loaded 2-core machine.
+  net = nnx.jit(lambda: model.SynthesisNetwork(57, hidden=400, norm='ln', rngs=nnx.Rngs(0)))()
   rng = np.random.default_rng(0)
   points = rng.normal(scale=3.0, size=(1, 501, 3)).astype(np.float32)
   points[..., 2] = rng.uniform(size=(1, 501)) < 0.05
@@ -272,7 +273,9 @@ def test_one_training_step_is_adam_on_the_loss_of_the_first_batch(tmp_path):
   graph, params, rest = nnx.split(init, nnx.Param, ...)
   idx = np.random.default_rng([config.seed, 0]).permutation(len(task.train_data['points']))[: config.batch_size]
   batch = {k: jnp.asarray(v[idx]) for k, v in task.train_data.items()}
-  loss, grads = jax.value_and_grad(lambda p: handwriting.loss_fn(nnx.merge(graph, p, rest), batch, None)[0])(params)
+  loss, grads = jax.jit(jax.value_and_grad(lambda p: handwriting.loss_fn(nnx.merge(graph, p, rest), batch, None)[0]))(
+    params
+  )
   flat = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree)[0])
   g, p = flat(grads), flat(params)
   norm = np.sqrt(sum(np.sum(np.square(np.asarray(v, np.float64))) for v in g.values()))

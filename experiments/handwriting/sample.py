@@ -6,7 +6,7 @@ Writes `--out` (the pen trajectory) and `<out>_window.png` (the soft window's we
 time). Needs no data set: the alphabet and the offset statistics come from the workdir's task.json. Sampling follows
 Graves (2013): a mixture component from softmax(pi^ (1 + bias)), a bivariate Gaussian with sigma = exp(sigma^ - bias),
 the pen lifted with probability 1 / (1 + exp(e^)); it stops once the window's weight on the position after the last
-character exceeds its weight on every character, or after `--max_points`.
+character exceeds its weight on every character (not before 5 points per character), or after `--max_points`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from experiments.handwriting.model import SynthesisNetwork, split_mixture, windo
 from experiments.handwriting.task import load_trained_model
 
 EXIT_USAGE = 2
+MIN_POINTS_PER_CHAR = 5
 
 
 def sample_point(y: jax.Array, num_mixtures: int, bias: float, rng: jax.Array) -> jax.Array:
@@ -65,7 +66,9 @@ def generate(
     return jax.lax.scan(body, (model.initial_state(1), start[None]), keys)[1]
 
   points, phi, end = jax.device_get(run(params, jnp.asarray(start_3, jnp.float32), jax.random.key(seed)))
-  done = np.flatnonzero(end > phi.max(axis=1))
+  # The end test can hold by chance in the first points (a window that starts past a short text); a pen needs at
+  # least a few points per character, so it is only applied from MIN_POINTS_PER_CHAR per character on.
+  done = np.flatnonzero((end > phi.max(axis=1)) & (np.arange(len(end)) >= MIN_POINTS_PER_CHAR * len(chars_U)))
   length = int(done[0]) + 1 if len(done) else max_points
   return points[:length], phi[:length]
 
