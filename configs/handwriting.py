@@ -1,6 +1,43 @@
 r"""Handwriting synthesis, with and without layer normalization (paper section 6.5, Figure 5).
 
-Measured results: README.md, "Figure 5" (filled in below once measured).
+Graves (2013) section 5 synthesis network (experiments/handwriting/model.py): three stacked LSTMs with skip
+connections from the input to every layer and from every layer to the output, a soft window of K Gaussians over the
+one-hot text, a mixture of M bivariate Gaussians plus an end-of-stroke Bernoulli; the loss is the negative
+log-likelihood per sequence, in nats (also logged per point).
+
+Variants (`configs/handwriting.py:norm=ln,source=iam`):
+  norm     none | ln: LN-LSTMs (appendix eq. 20-22) in all three layers                        (default ln)
+  source   hershey | iam (see experiments/handwriting/data.py)                                 (default hershey)
+  smoke    seconds: a tiny network on a few dozen short lines
+  paper    the paper's model: 400-unit LSTMs, K = 10, M = 20 (3.7M weights), Adam, batch 8, sequences of 500
+           points, on IAM-OnDB (source iam, config.data.dir)
+The default (no variant) is the CPU scale: 64-unit LSTMs, K = 10, M = 20, sequences of up to 150 points and 12
+characters, batch 8, 3,000 updates on 2,000 rendered Hershey lines.
+
+Commands:
+  apt-get install hershey-fonts-data      # the stroke fonts of source=hershey, in /usr/share/hershey-fonts
+  python -m experiments.handwriting --config configs/handwriting.py:smoke --workdir runs/hw_smoke
+  python -m experiments.handwriting --config configs/handwriting.py:norm=none --workdir runs/fig5/norm=none
+  python -m experiments.handwriting --config configs/handwriting.py:norm=ln --workdir runs/fig5/norm=ln
+  python -m experiments.handwriting --config configs/handwriting.py:paper,norm=ln --config.data.dir=IAM_DIR --workdir W
+  python -m experiments.handwriting.figure5 runs/fig5/norm=none runs/fig5/norm=ln --out fig5.png
+  python -m experiments.handwriting.sample --workdir runs/fig5/norm=ln --text "layer norm writes" --out hw.png
+
+Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 5):
+  LN inputs    a layer's inputs (x, the layer below, the window) are concatenated into one input term W_x [x; h; w]
+               and normalized together; the window and mixture layers are not normalized; no peepholes.
+  alphabet     57 symbols: a-z, A-Z, space, . , ' and one class for everything else (Graves: 57 of 80, unlisted).
+  long lines   cut to their first seq_len points, the whole text kept (the window has seen a prefix); Hershey lines
+               are generated to fit (words dropped from the end).
+  IAM          train = trainset.txt, valid = testset_v.txt, test = testset_f.txt; pen-down jumps > max_step tablet
+               units dropped as recording errors; offsets normalized with training statistics only.
+  optimizer    Adam 1e-3, gradient clipping by global norm 100 (the per-sequence loss is a sum over ~150-500 points,
+               so gradient norms of 10^2-10^3 are normal; Graves clipped outputs to [-100, 100]).
+  numerics     window and mixture logits clipped to +-10 before exp; 1 - rho^2 as sech^2; log-sum-exp mixture.
+  window init  kappa's bias starts at -3 (the window advances one character per 20 points at first; see model.py).
+  selection    the checkpoint with the lowest eval/valid/nll is the model sample.py draws from (best_metric).
+
+Measured (2-core shared CPU): see README.md, "Figure 5", for the commands, wall time and results.
 """
 
 from __future__ import annotations
