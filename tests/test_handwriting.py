@@ -199,6 +199,18 @@ def test_iam_reader_on_files_in_the_published_layout(tmp_path):
   np.testing.assert_array_equal(points[:, 2], [0, 0, 1, 0, 0, 1])
 
 
+def test_iam_source_encodes_the_splits_with_training_statistics(tmp_path):
+  write_iam(str(tmp_path), (2, 1))
+  config = hw_config.get_config('smoke,source=iam')
+  config.data.dir = str(tmp_path)
+  handwriting.validate(config)
+  splits, meta = data.load_splits(config.data)
+  assert set(splits) == {'train', 'valid', 'test'} and splits['train']['points'].shape == (3, config.data.seq_len, 3)
+  lines = iam.load_iam(str(tmp_path), config.data.max_step)['train']
+  np.testing.assert_allclose(meta['offset_mean'], data.offset_statistics(lines, config.data.seq_len)[0])
+  assert list(splits['train']['text_length']) == [config.data.max_chars] * 3  # 'line 0 of a01-000u' cut to 8.
+
+
 def test_iam_reader_names_a_malformed_file_and_a_count_mismatch(tmp_path):
   write_iam(str(tmp_path / 'xml'), (1,), bad_xml=True)
   with pytest.raises(ValueError, match=r'a01-000u-01\.xml: malformed XML'):
@@ -232,16 +244,20 @@ def smoke_config(tmp_path, norm):
   return config
 
 
-@pytest.fixture(scope='module', params=['none', 'ln'])
-def smoke_run(request, tmp_path_factory):
-  tmp_path = tmp_path_factory.mktemp(f'hw_{request.param}')
-  config = smoke_config(tmp_path, request.param)
-  workdir = str(tmp_path / 'run')
-  return workdir, handwriting.train_and_evaluate(config, workdir)
+@pytest.fixture(scope='module')
+def smoke_runs(tmp_path_factory):
+  """{norm: (workdir, final metrics)} of a smoke run of each variant."""
+  runs = {}
+  for norm in handwriting.NORMS:
+    tmp_path = tmp_path_factory.mktemp(f'hw_{norm}')
+    workdir = str(tmp_path / 'run')
+    runs[norm] = workdir, handwriting.train_and_evaluate(smoke_config(tmp_path, norm), workdir)
+  return runs
 
 
-def test_smoke_run_learns_and_records_what_sampling_needs(smoke_run):
-  workdir, metrics = smoke_run
+@pytest.mark.parametrize('norm', ['none', 'ln'])
+def test_smoke_run_learns_and_records_what_sampling_needs(smoke_runs, norm):
+  workdir, metrics = smoke_runs[norm]
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   losses = [r['train/loss'] for r in rows if 'train/loss' in r]
@@ -251,10 +267,12 @@ def test_smoke_run_learns_and_records_what_sampling_needs(smoke_run):
   assert metrics['best/step'] > 0
   meta = loop.read_task_metadata(workdir)
   assert meta['alphabet'] == data.ALPHABET and len(meta['offset_std']) == 2
+  net, _ = handwriting.load_trained_model(workdir)
+  assert net.norm == norm and type(net.cells[0]) is model.CELLS[norm]
 
 
-def test_sample_writes_pictures_from_the_workdir_alone(smoke_run, tmp_path):
-  workdir, _ = smoke_run
+def test_sample_writes_pictures_from_the_workdir_alone(smoke_runs, tmp_path):
+  workdir, _ = smoke_runs['ln']
   out = str(tmp_path / 'hw.png')
   assert sample.main(['--workdir', workdir, '--text', '! "!', '--out', out, '--bias', '1', '--max_points', '30']) == 0
   import matplotlib.image
