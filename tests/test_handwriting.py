@@ -15,7 +15,7 @@ from flax import nnx
 
 from configs import handwriting as hw_config
 from experiments import handwriting, loop
-from experiments.handwriting import data, hershey, iam, model, sample
+from experiments.handwriting import data, figure5, hershey, iam, model, sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -281,6 +281,21 @@ def test_sample_writes_pictures_from_the_workdir_alone(smoke_runs, tmp_path):
   net, _ = handwriting.load_trained_model(workdir)
   points, phi = sample.generate(net, data.encode_text('!!'), np.zeros(3, np.float32), 30, 0.0, 0)
   assert points.shape[1] == 3 and phi.shape == (len(points), 2) and set(np.unique(points[:, 2])) <= {0.0, 1.0}
+
+
+def test_figure5_plots_the_logged_curves(smoke_runs, tmp_path):
+  workdir, _ = smoke_runs['none']
+  label, curves = figure5.curves(workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  assert label == 'Baseline'
+  assert curves['test'] == (
+    [r['step'] for r in rows if 'eval/test/nll' in r],
+    [r['eval/test/nll'] for r in rows if 'eval/test/nll' in r],
+  )
+  out = str(tmp_path / 'fig5.png')
+  assert figure5.main([workdir, smoke_runs['ln'][0], '--out', out]) == 0 and os.path.getsize(out) > 0
+  assert figure5.main([str(tmp_path / 'missing'), '--out', out]) == 2
 
 
 def test_one_training_step_is_adam_on_the_loss_of_the_first_batch(tmp_path):
