@@ -9,10 +9,13 @@ DEMO_EPOCHS ?= 8
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): requirements.txt
+# The pinned, tested versions first; then the project itself, editable, so `python -m experiments.mnist` works from
+# any directory once .venv is active (`source .venv/bin/activate`).
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # Table 1, then the three norms at batch size 4 and their Figure 6 plot. Re-running resumes or reports each run done.

@@ -1,6 +1,9 @@
 """Layer norm against its memory floor, flax's `nnx.LayerNorm` and PyTorch's `F.layer_norm`, forward and backward.
 
-    python -m benchmarks.layer_norm [--shapes 4x1000,128x1000] [--repeats 30] [--json OUT]
+    python -m benchmarks.layer_norm [--shapes 4x1000,128x1000] [--repeats 30] [--json OUT] [--op rms_norm]
+
+`--op rms_norm` times `rms_norm` (scale only, no bias; the same kernels with centering off) against the floor
+`x * a`, flax's `nnx.RMSNorm` and PyTorch's `F.rms_norm` instead; the column names then read `rms_norm` for ours.
 
 Normalization is over the last axis, with a per-feature scale and bias, eps 1e-5 everywhere. Every candidate is timed
 in the same process, round-robin (benchmarks/timing.py), so the ratios are what to read; absolute times on a shared
@@ -37,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import timing
-from layernorm import layer_norm, native
+from layernorm import layer_norm, native, rms_norm
 
 try:
   import torch
@@ -106,18 +109,31 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
   return shapes
 
 
-def flax_apply(features: int, use_fast_variance: bool, dtype) -> tuple[Callable, object]:
+def flax_apply(features: int, use_fast_variance: bool, dtype, module_type=nnx.LayerNorm) -> tuple[Callable, object]:
   # dtype: flax computes in float32 for bfloat16 input but returns float32 unless told the output dtype; the other
   # candidates return the input's dtype, and the VJP's cotangent must match the output.
-  module = nnx.LayerNorm(
+  module = module_type(
     features, epsilon=EPS, use_fast_variance=use_fast_variance, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)
   )
   graphdef, params = nnx.split(module)
   return (lambda x, p: nnx.merge(graphdef, p)(x)), params
 
 
-def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, tuple]]]:
-  """pass -> name -> (jitted function, its arguments)."""
+def with_vjp(fn):
+  """fn(x, *params) -> its output and the VJP at the last argument, dy, in one call."""
+
+  def run(x, *rest):
+    *params, dy = rest
+    y, pullback = jax.vjp(fn, x, *params)
+    return y, *pullback(dy)
+
+  return run
+
+
+def _jax_candidates(x, scale, bias, dy, op: str = 'layer_norm') -> dict[str, dict[str, tuple[Callable, tuple]]]:
+  """pass -> name -> (jitted function, its arguments). For `op='rms_norm'` the functions take (x, scale) only."""
+  if op == 'rms_norm':
+    return _rms_candidates(x, scale, dy)
   features = x.shape[-1]
 
   def affine(x, a, b):
@@ -128,14 +144,6 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
 
   def ours_xla(x, scale, bias):
     return layer_norm(x, scale, bias, eps=EPS, impl='xla')
-
-  def with_vjp(fn):
-    def run(x, *rest):
-      *params, dy = rest
-      y, pullback = jax.vjp(fn, x, *params)
-      return y, *pullback(dy)
-
-    return run
 
   fwd = {
     FLOOR: (jax.jit(affine), (x, scale, bias)),
@@ -157,34 +165,58 @@ def _jax_candidates(x, scale, bias, dy) -> dict[str, dict[str, tuple[Callable, t
   return {'fwd': fwd, 'fwd+bwd': fwd_bwd}
 
 
-def _torch_candidates(x, scale, bias, dy) -> dict[str, Callable]:
+def _rms_candidates(x, scale, dy) -> dict[str, dict[str, tuple[Callable, tuple]]]:
+  """As `_jax_candidates` for RMS norm: floor `x * a` (reads x once, writes y once; its VJP also reduces dy * x)."""
+  scale_only = lambda x, a: x * a
+  ours = lambda x, s: rms_norm(x, s, eps=EPS)
+  ours_xla = lambda x, s: rms_norm(x, s, eps=EPS, impl='xla')
+  apply, params = flax_apply(x.shape[-1], True, x.dtype, nnx.RMSNorm)
+  params['scale'][...] = scale
+  fwd, fwd_bwd = {}, {}
+  for name, fn, args in (
+    (FLOOR, scale_only, (x, scale)),
+    ('rms_norm', ours, (x, scale)),
+    ('rms_norm xla', ours_xla, (x, scale)),
+    ('flax', apply, (x, params)),
+  ):
+    fwd[name] = (jax.jit(fn), args)
+    fwd_bwd[name] = (jax.jit(with_vjp(fn)), (*args, dy))
+  fwd[DISPATCH] = (jax.jit(lambda x, s: jnp.zeros((), x.dtype)), (x, scale))
+  return {'fwd': fwd, 'fwd+bwd': fwd_bwd}
+
+
+def _torch_candidates(x, scale, bias, dy, op: str = 'layer_norm') -> dict[str, Callable]:
   # NumPy has no bfloat16 that torch.from_numpy reads: go through float32 and cast on the torch side.
   torch_dtype = getattr(torch, jnp.dtype(x.dtype).name)
   xt, st, bt, dyt = (torch.from_numpy(np.asarray(a, np.float32)).to(torch_dtype) for a in (x, scale, bias, dy))
   shape = (x.shape[-1],)
+  if op == 'rms_norm':
+    norm = lambda x, s, b: torch_functional.rms_norm(x, shape, s, EPS)
+  else:
+    norm = lambda x, s, b: torch_functional.layer_norm(x, shape, s, b, EPS)
 
   def fwd():
     with torch.inference_mode():
-      torch_functional.layer_norm(xt, shape, st, bt, EPS)
+      norm(xt, st, bt)
 
   xg, sg, bg = (t.clone().requires_grad_() for t in (xt, st, bt))
 
   def fwd_bwd():
     xg.grad = sg.grad = bg.grad = None
-    torch_functional.layer_norm(xg, shape, sg, bg, EPS).backward(dyt)
+    norm(xg, sg, bg).backward(dyt)
 
   return {'fwd': fwd, 'fwd+bwd': fwd_bwd}
 
 
-def measure(shape, dtype, repeats: int, warmup: int, use_torch: bool) -> list[dict]:
+def measure(shape, dtype, repeats: int, warmup: int, use_torch: bool, op: str = 'layer_norm') -> list[dict]:
   rng = np.random.default_rng(0)
   features = shape[-1]
   x = jnp.asarray(rng.normal(1.0, 2.0, shape), dtype)
   dy = jnp.asarray(rng.normal(0.0, 1.0, shape), dtype)
   scale = jnp.asarray(rng.normal(1.0, 0.1, features), dtype)
   bias = jnp.asarray(rng.normal(0.0, 0.1, features), dtype)
-  candidates = _jax_candidates(x, scale, bias, dy)
-  torch_fns = _torch_candidates(x, scale, bias, dy) if use_torch else {}
+  candidates = _jax_candidates(x, scale, bias, dy, op)
+  torch_fns = _torch_candidates(x, scale, bias, dy, op) if use_torch else {}
   rows = []
   for pass_name in PASSES:
     fns = {name: (lambda fn=fn, args=args: fn(*args)) for name, (fn, args) in candidates[pass_name].items()}
@@ -194,7 +226,7 @@ def measure(shape, dtype, repeats: int, warmup: int, use_torch: bool) -> list[di
     if pass_name in torch_fns:
       fns['torch'] = torch_fns[pass_name]
     samples = timing.compare(fns, repeats=repeats, warmup=warmup)
-    floor, ours = samples[FLOOR], samples[OURS]
+    floor, ours = samples[FLOOR], samples[op]
     for name, s in samples.items():
       rows.append(
         {
@@ -258,15 +290,15 @@ def format_table(rows: list[dict]) -> str:
   return timing.text_table(header, lines, text_columns={0, 1, 2}, group_by=2)
 
 
-def summarize(rows: list[dict]) -> str:
+def summarize(rows: list[dict], op: str = OURS) -> str:
   """One line per shape and pass: ours against the floor target and against every other implementation."""
   targets = {'fwd': 1.3, 'fwd+bwd': 3.0}
   out = []
   for r in rows:
-    if r['impl'] != OURS:
+    if r['impl'] != op:
       continue
     same = [o for o in rows if o['shape'] == r['shape'] and o['pass'] == r['pass']]
-    others = [o for o in same if o['impl'] not in (OURS, FLOOR, DISPATCH)]
+    others = [o for o in same if o['impl'] not in (op, FLOOR, DISPATCH)]
     verdict = 'met' if r['x_floor'] <= targets[r['pass']] else 'NOT met'
     beats = ', '.join(f'{o["impl"]} {o["x_ours"]:.2f}x' for o in others)
     out.append(
@@ -313,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument(
     '--in-graph', type=int, default=0, metavar='N', help='also time N forward calls inside one jitted loop per shape'
   )
+  parser.add_argument('--op', default='layer_norm', choices=['layer_norm', 'rms_norm'], help='the op to time')
   args = parser.parse_args(argv)
 
   use_torch = torch is not None and not args.no_torch
@@ -320,27 +353,29 @@ def main(argv: list[str] | None = None) -> None:
   software = f', torch {env["torch"]} ({env["torch_threads"]} threads)' if use_torch else f', {env["torch_note"]}'
   software += f'; native CPU kernel: {"on" if env["native_kernel"] else "off (XLA path)"}'
   timing.print_header(
-    'layer norm benchmark', env, software, f'dtype {args.dtype}, {args.repeats} samples per candidate'
+    f'{args.op} benchmark', env, software, f'dtype {args.dtype}, {args.repeats} samples per candidate'
   )
 
   rows = []
   for shape in parse_shapes(args.shapes):
-    shape_rows = measure(shape, jnp.dtype(args.dtype), args.repeats, args.warmup, use_torch)
+    shape_rows = measure(shape, jnp.dtype(args.dtype), args.repeats, args.warmup, use_torch, args.op)
     rows += shape_rows
     print(f'# measured {"x".join(map(str, shape))}', file=sys.stderr, flush=True)
   timing.print_results(
     env,
     format_table(rows),
-    'x floor: median / the floor median; x ours: median / layer_norm median (above 1: layer_norm is faster).',
+    f'x floor: median / the floor median; x ours: median / {args.op} median (above 1: {args.op} is faster).',
   )
   print()
-  print(summarize(rows))
-  if args.in_graph:
+  print(summarize(rows, args.op))
+  if args.in_graph and args.op == 'layer_norm':
     print(f'\nin a jitted loop of {args.in_graph} calls (no per-call dispatch), us per forward layer norm, min:')
     for shape in parse_shapes(args.shapes):
       costs = in_graph_us(shape, jnp.dtype(args.dtype), args.in_graph, max(3, args.repeats // 5))
       print(f'{"x".join(map(str, shape)):>10} ' + ', '.join(f'{name} {us:.2f}' for name, us in costs.items()))
-  timing.write_json(args.json, {'environment': env, 'dtype': args.dtype, 'repeats': args.repeats, 'rows': rows})
+  timing.write_json(
+    args.json, {'environment': env, 'op': args.op, 'dtype': args.dtype, 'repeats': args.repeats, 'rows': rows}
+  )
 
 
 if __name__ == '__main__':

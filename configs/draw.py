@@ -3,7 +3,7 @@ r"""DRAW on binarized MNIST, with and without layer normalization (paper section
 Variants (`configs/draw.py:norm=ln,source=idx`):
   norm     none | ln: the LN variant uses the DRAW LSTM (appendix eq. 29-31, LN on c_t before the output tanh) in
            BOTH the encoder and the decoder (the paper does not say which; both is our choice)      (default ln)
-  source   digits | idx | amat | tfds (see experiments/data/binarized_mnist.py)                     (default digits)
+  source   digits | idx | amat | tfds (see experiments/draw/data.py)                              (default digits)
   smoke    seconds: a tiny model, a few steps of the 8x8 digits
   paper    the paper's model and schedule: 256-unit LSTMs, 64 glimpses, latent 100, read 2x2, write 5x5,
            Adam 1e-3, batch 128, 200 epochs, on Larochelle & Murray's binarized MNIST (source amat)
@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = arg.source or ('amat' if arg.paper else 'digits')
   config.data.dir = config_dict.placeholder(str)  # .amat files, IDX files, or the TFDS data dir.
+  # Training images held out for validation by idx (None: 10,000, the paper's 50k/10k) and digits (None: 250); amat
+  # and tfds come with fixed splits and need it unset.
+  config.data.num_valid = config_dict.placeholder(int)
 
   # Model (CPU scale; `paper` below)
   config.model = ml_collections.ConfigDict()

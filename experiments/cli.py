@@ -8,39 +8,72 @@ An experiment module ends with
   if __name__ == '__main__':
     cli.run(main)
 
-Known failures end the process with one message on stderr and a non-zero exit code, without a traceback:
-an invalid config (2, checked before anything else, so an existing workdir is untouched), an unusable workdir (3),
-a diverged run (4).
+Every known mistake ends the process with one 'Error: ...' message on stderr that names the file or field and the fix,
+and a non-zero exit code, without a traceback: a config file, variant or override that does not load, or an invalid
+value, or missing or corrupt data (2; checked before anything is written, so an existing workdir is untouched), an
+unusable workdir (3), a diverged run (4). `--traceback` or LAYERNORM_TRACEBACK=1 shows the full traceback instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import loop
+from experiments import cli_errors, console
 
-EXIT_CONFIG = 2
-EXIT_WORKDIR = 3
-EXIT_DIVERGED = 4
+console.quiet()  # Before jax is imported (by experiments.loop): JAX_PLATFORMS and jax's logger.
+
+from experiments import loop  # noqa: E402
+from experiments.data import DataError  # noqa: E402
+
+EXIT_CONFIG = cli_errors.EXIT_CONFIG
+EXIT_WORKDIR = cli_errors.EXIT_WORKDIR
+EXIT_DIVERGED = cli_errors.EXIT_DIVERGED
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Defines --config, --workdir and --jax_distributed (once per process)."""
+  """Defines the shared flags (once per process) and makes them the ones `--help` shows."""
   if 'workdir' in FLAGS:
     return
   config_flags.DEFINE_config_file(
-    'config', None, 'Config file, with variants after a colon: configs/mnist.py:norm=ln,batch_size=4.', lock_config=True
+    'config',
+    None,
+    'Config file, with variants after a colon: configs/mnist.py:norm=ln,batch_size=4. Override any field with '
+    "--config.field=value; `--config configs/mnist.py --list_config` prints the file's variants and every field.",
+    lock_config=True,
   )
   flags.DEFINE_string('workdir', None, 'Directory for logs and checkpoints; re-running the same command resumes.')
-  flags.DEFINE_bool('jax_distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.DEFINE_bool('list_config', False, "Print the config file's variants and the resolved config, then exit.")
+  flags.DEFINE_bool(
+    'dry_run', False, 'Check the config (validate: values, data files present) and exit, without touching the workdir.'
+  )
+  flags.DEFINE_bool('traceback', False, 'Show the full traceback of a known error (also: LAYERNORM_TRACEBACK=1).')
+  flags.DEFINE_bool(
+    'jax_distributed',
+    False,
+    'Call jax.distributed.initialize() first (multi-host runs). On a cluster it finds the coordinator, process count '
+    'and id itself (SLURM, Open MPI, TPU pods); elsewhere set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES '
+    'and JAX_PROCESS_ID in each process (e.g. two processes on one machine with localhost:PORT and ids 0 and 1).',
+  )
+  # absl's --help lists the main module's key flags only; the main module is the experiment's __main__.py.
+  for name in ('config', 'workdir', 'list_config', 'dry_run', 'traceback', 'jax_distributed'):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def expand_paths(config: ml_collections.ConfigDict) -> None:
+  """Expands `~` and $VARS in every string field named `dir` or `*_dir` (the shell leaves `--x.dir=~/d` alone)."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      expand_paths(value)
+    elif isinstance(value, str) and (key == 'dir' or key.endswith('_dir')):
+      config[key] = os.path.expandvars(os.path.expanduser(value))
 
 
 def run_experiment(
@@ -48,30 +81,36 @@ def run_experiment(
   validate: Callable[[ml_collections.ConfigDict], None],
   config: ml_collections.ConfigDict,
   workdir: str,
+  *,
+  dry_run: bool = False,
 ) -> int:
   """Validates `config`, then trains in `workdir`; returns the process exit code (0, or one of the EXIT_* codes).
 
   Known failures print one message to stderr instead of a traceback; anything else propagates.
   """
+  workdir = os.path.expandvars(os.path.expanduser(workdir))
+  with config.unlocked():
+    expand_paths(config)
   try:
     validate(config)
   except ValueError as e:
-    return _fail(str(e), EXIT_CONFIG)
+    return cli_errors.fail(e, str(e), EXIT_CONFIG)
+  except (AttributeError, KeyError) as e:  # A field the experiment reads is missing: another experiment's config.
+    return cli_errors.fail(e, cli_errors.missing_field_message(e, train_and_evaluate), EXIT_CONFIG)
+  if dry_run:
+    print(f'Config OK: would train in {workdir}.')
+    return 0
   try:
-    metrics = train_and_evaluate(config, workdir)
-  except loop.ConfigError as e:
-    return _fail(str(e), EXIT_CONFIG)
+    train_and_evaluate(config, workdir)  # The loop logs the final metrics' summary ('Done: ...').
+  except (loop.ConfigError, DataError) as e:
+    return cli_errors.fail(e, str(e), EXIT_CONFIG)
   except loop.WorkdirError as e:
-    return _fail(str(e), EXIT_WORKDIR)
+    return cli_errors.fail(e, str(e), EXIT_WORKDIR)
   except loop.DivergedError as e:
-    return _fail(str(e), EXIT_DIVERGED)
-  logging.info('Final metrics: %s', metrics)
+    return cli_errors.fail(e, str(e), EXIT_DIVERGED)
+  except OSError as e:  # The OS refused a file: in the workdir (read-only, full disk) or a data file.
+    return cli_errors.fail(e, *cli_errors.os_error_message(e, workdir))
   return 0
-
-
-def _fail(message: str, code: int) -> int:
-  print(f'\nError: {message}\n', file=sys.stderr, flush=True)
-  return code
 
 
 def make_main(
@@ -82,19 +121,48 @@ def make_main(
 
   def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-      raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+      sys.exit(cli_errors.fail(None, f'unexpected arguments: {" ".join(argv[1:])}. {cli_errors.HELP}', EXIT_CONFIG))
+    if FLAGS.config is None:
+      sys.exit(cli_errors.fail(None, f'--config is required. {cli_errors.HELP}', EXIT_CONFIG))
+    if FLAGS.list_config:
+      print(cli_errors.describe_config(FLAGS['config'].config_filename, FLAGS.config))
+      return
+    if not FLAGS.workdir:
+      sys.exit(
+        cli_errors.fail(None, '--workdir is required. Fix: add --workdir DIR (new, or a run to resume).', EXIT_CONFIG)
+      )
     if FLAGS.jax_distributed:
-      import jax
-
-      jax.distributed.initialize()
-    code = run_experiment(train_and_evaluate, validate, FLAGS.config, FLAGS.workdir)
+      _initialize_distributed()
+    code = run_experiment(train_and_evaluate, validate, FLAGS.config, FLAGS.workdir, dry_run=FLAGS.dry_run)
     if code:
       sys.exit(code)
 
+  main.experiment = cli_errors.experiment_name(train_and_evaluate)
   return main
 
 
+def _initialize_distributed() -> None:
+  """jax.distributed.initialize(), with the process count and id from the environment where they are set.
+
+  jax reads JAX_COORDINATOR_ADDRESS itself but takes the count and id only as arguments or from a detected cluster;
+  the two variables make a run launchable by hand (or by a test) without a cluster manager.
+  """
+  import jax
+
+  def env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+      return None
+    try:
+      return int(value)
+    except ValueError:
+      sys.exit(cli_errors.fail(None, f'{name}={value!r} must be an integer. Fix: e.g. {name}=0.', EXIT_CONFIG))
+
+  jax.distributed.initialize(num_processes=env_int('JAX_NUM_PROCESSES'), process_id=env_int('JAX_PROCESS_ID'))
+
+
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """Defines the flags and runs `main` under absl."""
+  """Defines the flags and runs `main` under absl, turning flag and config-file errors into one message."""
   define_flags()
-  app.run(main)
+  experiment = getattr(main, 'experiment', None)
+  app.run(main, flags_parser=lambda argv: cli_errors.parse_flags(FLAGS, argv, experiment))

@@ -147,9 +147,14 @@ def flatten(d: Mapping, prefix: str = '') -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping, wanted: Mapping) -> list[tuple[str, Any, Any]]:
-  """(field, saved value, wanted value) for every dotted field that differs; '<missing>' for an absent one."""
+  """(field, saved value, wanted value) for every dotted field that differs; '<missing>' for an absent one.
+
+  A field the saved config lacks and the wanted one leaves at None is no difference: fields are added to configs
+  with None as the old behaviour (e.g. `data.num_valid`), and the runs made before them must still resume.
+  """
   saved, wanted = flatten(saved), flatten(wanted)
-  keys = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k, '<missing>') != wanted.get(k, '<missing>'))
+  differs = lambda k: saved.get(k, '<missing>') != wanted.get(k, '<missing>') and (k in saved or wanted[k] is not None)
+  keys = sorted(k for k in saved.keys() | wanted.keys() if differs(k))
   return [(k, saved.get(k, '<missing>'), wanted.get(k, '<missing>')) for k in keys]
 
 

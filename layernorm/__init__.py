@@ -1,13 +1,14 @@
 """Layer normalization (Ba, Kiros & Hinton 2016) for JAX and Flax NNX.
 
-The pure op `layer_norm`; the module `LayerNorm` and the baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`);
-the recurrent cells of the paper's appendix (with the recurrent batch-norm baseline) and `unroll`, which runs a cell
+The pure ops `layer_norm` and `rms_norm`; the modules `LayerNorm` and `RMSNorm` (drop-ins for flax's) and the
+baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`); the recurrent cells of the paper's appendix (with the
+recurrent batch-norm baseline), `nnx.RNNCellBase` cells that also run in `nnx.RNN`, and `unroll`, which runs a cell
 over a sequence in one `lax.scan`. `layernorm.invariance` measures the paper's Table 1.
 """
 
 from layernorm.cells import BNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, LNLSTMCell, LSTMCell
-from layernorm.normalization import BatchNorm, LayerNorm, batch_norm_statistics
-from layernorm.ops import layer_norm
+from layernorm.normalization import BatchNorm, LayerNorm, RMSNorm, batch_norm_statistics
+from layernorm.ops import layer_norm, rms_norm
 from layernorm.recurrent import unroll
 from layernorm.weight_norm import WeightNorm, WeightNormLinear
 
@@ -20,9 +21,11 @@ __all__ = [
   'LNLSTMCell',
   'LSTMCell',
   'LayerNorm',
+  'RMSNorm',
   'WeightNorm',
   'WeightNormLinear',
   'batch_norm_statistics',
   'layer_norm',
+  'rms_norm',
   'unroll',
 ]

@@ -1,8 +1,10 @@
 """Recurrent cells of the paper's appendix (eq. 17-31) and the recurrent batch-norm baseline, as NNX modules.
 
-Every cell follows flax's cell protocol, `cell(carry, x) -> (carry, y)`, and is built as
-`Cell(in_features, hidden_features, *, rngs, ...)`. One difference from flax: `initialize_carry` takes the batch
-shape (`(B,)`), not the input shape (`(B, D)`) that `flax.nnx.RNN` passes; run the cells with `layernorm.unroll`.
+Every cell is an `nnx.RNNCellBase` with flax's cell protocol: `cell(carry, x) -> (carry, y)`,
+`cell.initialize_carry(input_shape, rngs)` (the input's shape `(*batch, D)`, as `nnx.RNN` passes it) and
+`num_feature_axes` (1), built as `Cell(in_features, hidden_features, *, rngs, ...)`. So they run in `nnx.RNN` and
+`nnx.Bidirectional` as well as in `layernorm.unroll`; on the same inputs both give the same outputs and final carry
+(tests/test_rnn_protocol.py), except that `unroll` also freezes the carry at padded steps and zeroes their outputs.
 
 Projections are fused, one matmul for `W_x x` and one for `W_h h`, in flax's layouts: the LSTM family stores
 `dense_i.kernel` (D x 4H), `dense_h.kernel` (H x 4H) and `bias` (4H) in flax's gate order (i, f, g, o); the GRU
@@ -65,17 +67,30 @@ def _check_input(cell: nnx.Module, x: Array) -> None:
 
 
 def _zeros_or_init(
-  shapes: list[tuple[int, ...]], rngs: nnx.Rngs | None, carry_init: Initializer | None
+  shapes: list[tuple[int, ...]], rngs: nnx.Rngs | nnx.RngStream | None, carry_init: Initializer | None
 ) -> tuple[Array, ...]:
+  """Zeros (no keys drawn), or `carry_init` with one key per leaf from `rngs.carry` (or the stream `rngs`), as flax."""
   if carry_init is None:
     return tuple(jnp.zeros(s, jnp.float32) for s in shapes)
   if rngs is None:
     raise ValueError('initialize_carry needs rngs when a carry_init is given.')
-  return tuple(carry_init(rngs.carry(), s, jnp.float32) for s in shapes)
+  stream = rngs.carry if isinstance(rngs, nnx.Rngs) else rngs
+  return tuple(carry_init(stream(), s, jnp.float32) for s in shapes)
 
 
-def _batch_shape(batch_shape: int | tuple[int, ...]) -> tuple[int, ...]:
-  return (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
+def _carry_shape(cell: nnx.Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+  """`(*batch, H)` from flax's `input_shape` `(*batch, D)`. Refuses a batch shape (the library's former convention),
+  which would otherwise build a carry without its batch axes that broadcasts silently."""
+  if isinstance(input_shape, int) or not input_shape or input_shape[-1] != cell.in_features:
+    got = f'{input_shape!r}' + (
+      '' if isinstance(input_shape, int) or not input_shape else f' with {input_shape[-1]} features'
+    )
+    raise ValueError(
+      f'{type(cell).__name__}.initialize_carry takes the input shape (*batch, in_features) as flax cells do, and the '
+      f'cell was built for in_features={cell.in_features}; got {got}. For a batch shape B, pass (*B, '
+      f'{cell.in_features}).'
+    )
+  return (*tuple(input_shape)[:-1], cell.hidden_features)
 
 
 def _lstm_update(gates_Bx4H: Array, c_BxH: Array) -> tuple[Array, Array]:
@@ -85,7 +100,7 @@ def _lstm_update(gates_Bx4H: Array, c_BxH: Array) -> tuple[Array, Array]:
   return new_c_BxH, jax.nn.sigmoid(o)
 
 
-class _LSTMBase(nnx.Module):
+class _LSTMBase(nnx.RNNCellBase):
   """Parameters and carry shared by the LSTM cells: W_x (D x 4H), W_h (H x 4H) and b (4H), gates (i, f, g, o)."""
 
   def __init__(
@@ -105,14 +120,19 @@ class _LSTMBase(nnx.Module):
     self.dense_h = nnx.Linear(h, 4 * h, use_bias=False, kernel_init=recurrent_kernel_init, rngs=rngs)
     self.bias = nnx.Param(jnp.zeros((4 * h,), jnp.float32).at[h : 2 * h].set(forget_bias))
 
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
   def initialize_carry(
     self,
-    batch_shape: int | tuple[int, ...] = (),
-    rngs: nnx.Rngs | None = None,
+    input_shape: tuple[int, ...],
+    rngs: nnx.Rngs | nnx.RngStream | None = None,
     carry_init: Initializer | None = None,
   ) -> tuple[Array, Array]:
-    """The carry (c, h), zeros of shape `batch_shape + (H,)` unless a `carry_init` (with `rngs`) is given."""
-    shape = (*_batch_shape(batch_shape), self.hidden_features)
+    """The carry (c, h) for inputs of shape `(*batch, D)`: zeros of shape `(*batch, H)` unless a `carry_init` (with
+    `rngs`) is given."""
+    shape = _carry_shape(self, input_shape)
     return _zeros_or_init([shape, shape], rngs, carry_init)
 
 
@@ -277,12 +297,12 @@ class BNLSTMCell(_LSTMBase):
 
   def initialize_carry(
     self,
-    batch_shape: int | tuple[int, ...] = (),
-    rngs: nnx.Rngs | None = None,
+    input_shape: tuple[int, ...],
+    rngs: nnx.Rngs | nnx.RngStream | None = None,
     carry_init: Initializer | None = None,
   ) -> tuple[Array, Array, Array]:
     """The carry (c, h, t): c and h as `LSTMCell`'s, the step counter t = 0."""
-    c, h = super().initialize_carry(batch_shape, rngs, carry_init)
+    c, h = super().initialize_carry(input_shape, rngs, carry_init)
     return c, h, jnp.zeros((), jnp.int32)
 
   def __call__(self, carry: tuple[Array, Array, Array], x: Array) -> tuple[tuple[Array, Array, Array], Array]:
@@ -294,7 +314,7 @@ class BNLSTMCell(_LSTMBase):
     return (new_c_BxH.astype(c_BxH.dtype), new_h_BxH, t + 1), new_h_BxH
 
 
-class _GRUBase(nnx.Module):
+class _GRUBase(nnx.RNNCellBase):
   """Parameters and carry shared by the GRU cells: `dense_i` (D x 3H) and `dense_h` (H x 3H), order (r, z, n)."""
 
   input_bias = True
@@ -314,14 +334,19 @@ class _GRUBase(nnx.Module):
     self.dense_i = nnx.Linear(in_features, 3 * h, use_bias=self.input_bias, kernel_init=kernel_init, rngs=rngs)
     self.dense_h = nnx.Linear(h, 3 * h, use_bias=False, kernel_init=recurrent_kernel_init, rngs=rngs)
 
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
   def initialize_carry(
     self,
-    batch_shape: int | tuple[int, ...] = (),
-    rngs: nnx.Rngs | None = None,
+    input_shape: tuple[int, ...],
+    rngs: nnx.Rngs | nnx.RngStream | None = None,
     carry_init: Initializer | None = None,
   ) -> Array:
-    """The carry h, zeros of shape `batch_shape + (H,)` unless a `carry_init` (with `rngs`) is given."""
-    (h,) = _zeros_or_init([(*_batch_shape(batch_shape), self.hidden_features)], rngs, carry_init)
+    """The carry h for inputs of shape `(*batch, D)`: zeros of shape `(*batch, H)` unless a `carry_init` (with
+    `rngs`) is given."""
+    (h,) = _zeros_or_init([_carry_shape(self, input_shape)], rngs, carry_init)
     return h
 
 

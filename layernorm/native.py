@@ -146,8 +146,13 @@ def available(dtype) -> bool:
   return enabled() and supports(dtype) and _load()
 
 
-def forward(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+def forward(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, center: bool = True
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Layer norm over the last axis of `x` by the kernel: returns (y, mean, rstd), the statistics of shape x.shape[:-1].
+
+  With `center=False` it is RMS norm instead: the mean is taken as 0 (and returned as 0), rstd = 1 / sqrt(mean(x^2) +
+  eps).
 
   `scale` and `bias` have shape (P, H) or (H,) (P = 1) and x's dtype; x's rows are P equal consecutive groups, group p
   normalized with parameter row p. rstd = 1 / sqrt(var + eps). Only for CPU (see `layernorm.ops`), after
@@ -157,15 +162,17 @@ def forward(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> tupl
   (target, _), _ = TARGETS[np.dtype(x.dtype)]
   stats = jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
   call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(x.shape, x.dtype), stats, stats), vmap_method='broadcast_all')
-  return call(x, scale, bias, eps=np.float64(eps))
+  return call(x, scale, bias, eps=np.float64(eps), center=bool(center))
 
 
-def backward(x, mean, rstd, scale, dy) -> tuple[jax.Array, jax.Array, jax.Array]:
+def backward(x, mean, rstd, scale, dy, center: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The VJP of `forward`'s y at cotangent `dy`, from forward's statistics: returns (dx, dscale, dbias).
+
+  `center` as in `forward`: False drops the mean(g) term of dx (RMS norm).
 
   Shapes as in `forward`: dscale and dbias have scale's shape, each summed over its group of rows.
   """
   _, (target, _) = TARGETS[np.dtype(x.dtype)]
   param = jax.ShapeDtypeStruct(scale.shape, x.dtype)
   call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(x.shape, x.dtype), param, param), vmap_method='broadcast_all')
-  return call(x, mean, rstd, scale, dy)
+  return call(x, mean, rstd, scale, dy, center=bool(center))

@@ -29,6 +29,10 @@ estimate is off by over a standard deviation; against a float64 reference it is 
 The derivative is the same closed form (`layernorm.native_path`: the backward kernel is the transpose of the tangent,
 so forward mode keeps working). `impl='xla'` or `LAYERNORM_NATIVE=0` keeps XLA everywhere; GPUs and TPUs always use
 XLA (`jax.lax.platform_dependent` chooses when the program is lowered).
+
+`rms_norm` (Zhang & Sennrich 2019) is the same op without centering: y = x / sqrt(mean(x^2) + eps) * scale, on the
+same paths (the kernels take a `center` flag) and with the same closed form minus its mean terms,
+dx = rstd * (g - xhat * mean(g * xhat)).
 """
 
 from __future__ import annotations
@@ -81,12 +85,14 @@ def _check_input(x: jax.Array) -> None:
     )
 
 
-def _check_param(name: str, p: jax.Array | None, feature_shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+def _check_param(
+  op: str, name: str, p: jax.Array | None, feature_shape: tuple[int, ...], axes: tuple[int, ...]
+) -> None:
   if p is None:
     return
   if tuple(jnp.shape(p)) != feature_shape:
     raise ValueError(
-      f'layer_norm {name} has shape {tuple(jnp.shape(p))}; expected {feature_shape}, the shape of the input over the '
+      f'{op} {name} has shape {tuple(jnp.shape(p))}; expected {feature_shape}, the shape of the input over the '
       f'normalized axes {axes}.'
     )
 
@@ -123,14 +129,48 @@ def layer_norm(
     TypeError: `x` is not floating point, or `eps` is a traced value (it must be a Python number).
     ValueError: an axis is out of range, `scale` or `bias` has the wrong shape, or `impl` is unknown.
   """
+  return _normalize_op('layer_norm', x, scale, bias, axis, eps, impl, center=True)
+
+
+def rms_norm(
+  x: jax.Array,
+  scale: jax.Array | None = None,
+  *,
+  axis: Axes = -1,
+  eps: float = 1e-6,
+  impl: str = 'auto',
+) -> jax.Array:
+  """RMS normalization (Zhang & Sennrich 2019) over `axis`: `y = x / sqrt(mean(x^2) + eps) * scale`.
+
+  The same op as `layer_norm` without the centering (no mean subtracted, no bias), on the same native CPU kernels
+  and with the same float32 statistics, dtype rules and derivatives (jit, grad, jvp, hessian, vmap).
+
+  Args:
+    x: floating-point input of any rank.
+    scale: per-feature gain of shape `tuple(x.shape[a] for a in sorted axes)`, or None.
+    axis: the axis or tuple of axes that hold one example's features.
+    eps: added to the mean square before the square root (1e-6, flax's `nnx.RMSNorm` default).
+    impl: as in `layer_norm`.
+
+  Returns:
+    The normalized array, with the dtype and shape of `x`.
+
+  Raises:
+    As `layer_norm`.
+  """
+  return _normalize_op('rms_norm', x, scale, None, axis, eps, impl, center=False)
+
+
+def _normalize_op(op, x, scale, bias, axis, eps, impl, *, center):
+  """`layer_norm` (center) or `rms_norm` (not center): checks the arguments and picks the native or the XLA path."""
   if impl not in IMPLEMENTATIONS:
-    raise ValueError(f'layer_norm impl must be one of {IMPLEMENTATIONS}; got {impl!r}.')
+    raise ValueError(f'{op} impl must be one of {IMPLEMENTATIONS}; got {impl!r}.')
   x = jnp.asarray(x)
   _check_input(x)
   axes = normalized_axes(axis, x.ndim)
   feature_shape = tuple(x.shape[a] for a in axes)
-  _check_param('scale', scale, feature_shape, axes)
-  _check_param('bias', bias, feature_shape, axes)
+  _check_param(op, 'scale', scale, feature_shape, axes)
+  _check_param(op, 'bias', bias, feature_shape, axes)
 
   # Parameters enter the custom-derivative function already in the compute dtype: the cast's own derivative then
   # returns their gradients in their dtype, and an integer parameter (zero derivative) needs no special case.
@@ -141,7 +181,7 @@ def layer_norm(
     eps = float(eps)
   except jax.errors.ConcretizationTypeError:
     raise TypeError(
-      'layer_norm eps must be a Python number, not a traced value: the hand-written derivative treats it as a '
+      f'{op} eps must be a Python number, not a traced value: the hand-written derivative treats it as a '
       "constant. Under jit, mark it static (e.g. jax.jit(f, static_argnames='eps'))."
     ) from None
   if impl == 'auto' and _native_applies(x, axes):
@@ -149,10 +189,10 @@ def layer_norm(
       x,
       scale,
       bias,
-      cpu=lambda x, scale, bias: _native_layer_norm(x, scale, bias, axes, eps),
-      default=lambda x, scale, bias: _layer_norm(x, scale, bias, axes, eps),
+      cpu=lambda x, scale, bias: _native_layer_norm(x, scale, bias, axes, eps, center),
+      default=lambda x, scale, bias: _layer_norm(x, scale, bias, axes, eps, center),
     )
-  return _layer_norm(x, scale, bias, axes, eps)
+  return _layer_norm(x, scale, bias, axes, eps, center)
 
 
 def _native_applies(x: jax.Array, axes: tuple[int, ...]) -> bool:
@@ -161,16 +201,22 @@ def _native_applies(x: jax.Array, axes: tuple[int, ...]) -> bool:
   return trailing and x.size > 0 and native.available(x.dtype)
 
 
-def _native_layer_norm(x, scale, bias, axes, eps):
+def _native_layer_norm(x, scale, bias, axes, eps, center):
   """The CPU path: the kernels on x viewed as rows of the normalized features (a free reshape for trailing axes)."""
   rows = x.reshape(*x.shape[: x.ndim - len(axes)], -1)
   flat = lambda p: None if p is None else p.reshape(-1)
-  return native_path.layer_norm_last_axis(rows, flat(scale), flat(bias), eps).reshape(x.shape)
+  return native_path.layer_norm_last_axis(rows, flat(scale), flat(bias), eps, center).reshape(x.shape)
 
 
-def _statistics(x: jax.Array, axes: tuple[int, ...], eps: float) -> tuple[jax.Array, jax.Array]:
-  """Returns mean and rstd = 1 / sqrt(var + eps) (kept dims, compute dtype), with the two-pass variance."""
+def _statistics(x: jax.Array, axes: tuple[int, ...], eps: float, center: bool) -> tuple[jax.Array, jax.Array]:
+  """Returns mean and rstd = 1 / sqrt(var + eps) (kept dims, compute dtype), with the two-pass variance.
+
+  Without `center` (RMS norm) the mean is a zero of the statistics' shape and var is mean(x^2).
+  """
   x = x.astype(compute_dtype(x.dtype))
+  if not center:
+    ms = jnp.mean(jnp.square(x), axis=axes, keepdims=True)
+    return jnp.zeros_like(ms), jax.lax.rsqrt(ms + eps)
   mean = jnp.mean(x, axis=axes, keepdims=True)
   rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True) + eps)
   return mean, rstd
@@ -191,17 +237,17 @@ def _affine(xhat: jax.Array, scale: jax.Array | None, bias: jax.Array | None, ax
 
 # eps is a non-differentiable argument: custom_jvp needs a fixed pytree of differentiable inputs, and nobody
 # differentiates with respect to eps. It must be a Python number (it is converted in `layer_norm`).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def _layer_norm(x, scale, bias, axes, eps):
-  y = _affine(_normalize(x, *_statistics(x, axes, eps)), scale, bias, axes)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
+def _layer_norm(x, scale, bias, axes, eps, center):
+  y = _affine(_normalize(x, *_statistics(x, axes, eps, center)), scale, bias, axes)
   return y.astype(x.dtype)
 
 
 @_layer_norm.defjvp
-def _layer_norm_jvp(axes, eps, primals, tangents):
+def _layer_norm_jvp(axes, eps, center, primals, tangents):
   x, scale, bias = primals
   dx, dscale, dbias = tangents
-  mean, rstd = _statistics(x, axes, eps)
+  mean, rstd = _statistics(x, axes, eps, center)
   # Two optimization barriers, one feeding the output and one feeding the derivative, so that XLA computes xhat
   # inside each consumer from x and the per-row statistics instead of sharing one full-size xhat (and broadcast
   # copies of rstd and scale) between the forward and the backward. On XLA:CPU this removes two full-size
@@ -216,7 +262,8 @@ def _layer_norm_jvp(axes, eps, primals, tangents):
   # Tangent of xhat, linear in dx with x, mean and rstd as its residuals, so that its transpose is the closed-form
   # backward.
   dx = dx.astype(xhat.dtype)
-  dxhat = rstd * (dx - jnp.mean(dx, axis=axes, keepdims=True) - xhat * jnp.mean(dx * xhat, axis=axes, keepdims=True))
+  centered = dx - jnp.mean(dx, axis=axes, keepdims=True) if center else dx  # RMS norm has no mean term.
+  dxhat = rstd * (centered - xhat * jnp.mean(dx * xhat, axis=axes, keepdims=True))
   dy = dxhat if s is None else dxhat * s
   if scale is not None:
     dy = dy + xhat * _broadcastable(dscale.astype(xhat.dtype), x.shape, axes)

@@ -37,10 +37,11 @@ def unroll(
   """Applies `cell(carry, x) -> (carry, y)` at every time step of `xs`.
 
   Args:
-    cell: a cell with flax's protocol and an `initialize_carry(batch_shape)` method, such as `layernorm.LNLSTMCell`.
-      Its non-parameter state (e.g. running statistics) is updated in place.
+    cell: a cell with flax's protocol, `cell(carry, x) -> (carry, y)` and `initialize_carry(input_shape)` (any
+      `nnx.RNNCellBase`, such as `layernorm.LNLSTMCell` or flax's own cells). Its non-parameter state (e.g. running
+      statistics) is updated in place.
     xs: inputs of shape [*batch, T, D], or [T, *batch, D] with `time_major`.
-    carry: the initial carry; None starts from `cell.initialize_carry(batch_shape)`.
+    carry: the initial carry; None starts from `cell.initialize_carry((*batch, D))`, zeros for this library's cells.
     seq_lengths: int array of shape `batch` with each example's number of valid steps (the rest is padding). At a
       padded step the carry is left unchanged (every leaf with the batch axes, e.g. both c and h) and the output is
       zero, so the returned carry is the one after each example's last valid step.
@@ -67,7 +68,7 @@ def unroll(
         f'seq_lengths must have the batch shape {batch_shape} of the inputs {xs.shape}; got {seq_lengths.shape}.'
       )
   if carry is None:
-    carry = cell.initialize_carry(batch_shape)
+    carry = cell.initialize_carry(xs_TxBxD.shape[1:])
 
   graphdef, params, state = nnx.split(cell, nnx.Param, ...)
 

@@ -17,6 +17,7 @@ import sys
 import jax
 import numpy as np
 
+from experiments import console
 from experiments.draw.pictures import drawing_sequence, samples_grid, save_png
 from experiments.draw.task import load_trained_model
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--steps', type=int, default=8, help='Glimpses shown per drawing sequence.')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
+  console.quiet()
   if min(args.num_samples, args.num_sequences, args.steps) < 1:
     parser.error('--num_samples, --num_sequences and --steps must be positive.')
   try:

@@ -171,15 +171,45 @@ def _sort_key(run: Run):
   return order, run.norm or '', run.name
 
 
-def _draw(ax, runs: Sequence[Run], metric: str, x: str, colour_by_norm: bool) -> None:
+# Axis labels in the paper's words and units; a metric not covered here is labelled with its key.
+X_LABELS = {'epoch': 'Epoch', 'step': 'Training step'}
+SPLIT_WORDS = {'test': 'Test', 'valid': 'Validation', 'train': 'Training'}
+METRIC_WORDS = {  # name -> (words, factor from the logged value to the axis' unit)
+  'error': ('error (%)', 100.0),
+  'nll': ('NLL (nats)', 1.0),
+  'nll_bound': ('bound (nats)', 1.0),
+  'loss': ('loss', 1.0),
+}
+
+
+def axis_label(metric: str) -> tuple[str, float]:
+  """('Test error (%)', 100.0) for 'eval/test/error': the label and the factor the values are plotted with."""
+  parts = metric.split('/')
+  if parts[0] == 'eval' and len(parts) == 3:
+    split, name = parts[1], parts[2]
+  elif parts[0] in ('train', 'train_epoch') and len(parts) == 2:
+    split, name = 'train', parts[1]
+  else:
+    return metric, 1.0
+  if split not in SPLIT_WORDS or name not in METRIC_WORDS:
+    return metric, 1.0
+  words, factor = METRIC_WORDS[name]
+  return f'{SPLIT_WORDS[split]} {words}', factor
+
+
+def _draw(ax, runs: Sequence[Run], metric: str, x: str, colour_by_norm: bool) -> str:
+  """One curve per run; returns the y label. A run with a single point gets a marker (a line needs two)."""
   runs = sorted(runs, key=_sort_key)
+  ylabel, factor = axis_label(metric)
   for run, label in zip(runs, _labels(runs), strict=True):
     xs, ys = series(run, metric, x)
     colour = NORM_COLOURS.get(run.norm) if colour_by_norm else None
-    ax.plot(xs, ys, label=label, color=colour)
-  ax.set_xlabel(x)
+    ax.plot(xs, [y * factor for y in ys], label=label, color=colour, marker='o' if len(xs) == 1 else None)
+  ax.set_xlabel(X_LABELS.get(x, x))
+  ax.set_ylabel(ylabel)
   ax.grid(True, alpha=0.3)
   ax.legend()
+  return ylabel
 
 
 def plot_fig6(runs: Sequence[Run], x: str = 'epoch', nll_metric: str | None = None, error_metric: str | None = None):
@@ -204,13 +234,13 @@ def plot_fig6(runs: Sequence[Run], x: str = 'epoch', nll_metric: str | None = No
   axes = fig.subplots(2, len(groups), squeeze=False)
   for column, (title, group) in enumerate(groups):
     nll_ax, error_ax = axes[0, column], axes[1, column]
-    _draw(nll_ax, group, nll_metric, x, colour_by_norm=True)
+    nll_label = _draw(nll_ax, group, nll_metric, x, colour_by_norm=True)
     nll_ax.set_yscale('log')
     nll_ax.set_title(f'{title}: training NLL')
-    nll_ax.set_ylabel(f'{nll_metric} (log scale)')
+    # The paper's "Training NLL": every one of FIG6_NLL_METRICS is one; a metric named by the user keeps its label.
+    nll_ax.set_ylabel(f'{"Training NLL" if nll_metric in FIG6_NLL_METRICS else nll_label} (log scale)')
     _draw(error_ax, group, error_metric, x, colour_by_norm=True)
     error_ax.set_title(f'{title}: test error')
-    error_ax.set_ylabel(error_metric)
   return fig
 
 

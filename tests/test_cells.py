@@ -30,7 +30,7 @@ run = nnx.jit(unroll, static_argnames=('time_major', 'reverse'))
 
 def loop(cell, xs_BxTxD, carry=None):
   """A Python loop over time: the trusted way to run a cell."""
-  carry = cell.initialize_carry(xs_BxTxD.shape[:1]) if carry is None else carry
+  carry = cell.initialize_carry(xs_BxTxD.shape[:1] + xs_BxTxD.shape[2:]) if carry is None else carry
   step = nnx.jit(lambda cell, carry, x: cell(carry, x))  # Compiled once: op-by-op dispatch is slow on 2 cores.
   ys = []
   for t in range(xs_BxTxD.shape[1]):
@@ -240,7 +240,7 @@ def test_bn_lstm_initialisation():
     assert bn.mean.shape[0] == 7 and bn.var.shape[0] == 7
   assert cell.bn_i.bias is None and cell.bn_h.bias is None  # beta_x = beta_h = 0, not learned.
   np.testing.assert_array_equal(cell.bn_c.bias[...], 0.0)
-  c, h, t = cell.initialize_carry((B,))
+  c, h, t = cell.initialize_carry((B, D))
   assert c.shape == h.shape == (B, H) and t.shape == () and t.dtype == jnp.int32 and int(t) == 0
 
 
@@ -290,7 +290,7 @@ def test_forget_bias_lands_on_the_forget_gate(cell_type):
   np.testing.assert_array_equal(np.delete(np.asarray(cell.bias[...]), np.s_[H : 2 * H]), 0.0)
   for dense in [cell.dense_i, cell.dense_h]:
     dense.kernel[...] = jnp.zeros_like(dense.kernel[...])
-  carry = cell.initialize_carry((B,))
+  carry = cell.initialize_carry((B, D))
   c0 = jnp.asarray(inputs(3, (B, H)))
   carry = (c0, *carry[1:])
   new_carry, _ = cell(carry, jnp.asarray(inputs(4, (B, D))))
@@ -312,16 +312,28 @@ def test_low_precision_inputs_keep_a_float32_carry(cell_type):
 @pytest.mark.parametrize('cell_type', ALL_CELLS)
 def test_wrong_input_size_names_expected_and_actual(cell_type):
   cell = cell_type(D, H, rngs=nnx.Rngs(0))
-  carry = cell.initialize_carry((B,))
+  carry = cell.initialize_carry((B, D))
   with pytest.raises(ValueError, match=rf'{cell_type.__name__}.*in_features={D}.*\(5, 7\) with 7 features'):
     cell(carry, jnp.zeros((B, 7)))
 
 
-def test_initialize_carry_takes_the_batch_shape():
-  assert [a.shape for a in LSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry((2, 3))] == [(2, 3, H)] * 2
-  assert GRUCell(D, H, rngs=nnx.Rngs(0)).initialize_carry(B).shape == (B, H)
-  c, h = LNLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry(B, nnx.Rngs(1), nnx.initializers.normal(1.0))
-  assert float(jnp.std(c)) > 0.1 and not np.allclose(c, h)
+def test_initialize_carry_takes_the_input_shape_as_flax_cells():
+  assert [a.shape for a in LSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry((2, 3, D))] == [(2, 3, H)] * 2
+  assert GRUCell(D, H, rngs=nnx.Rngs(0)).initialize_carry((B, D)).shape == (B, H)
+  ours = LNLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry((B, D), nnx.Rngs(1), nnx.initializers.normal(1.0))
+  assert float(jnp.std(ours[0])) > 0.1 and not np.allclose(*ours)
+  # The same keys as flax's cell draws for the same carry_init: a carry_init'ed model swaps cells without changes.
+  theirs = nnx.OptimizedLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry(
+    (B, D), nnx.Rngs(1), nnx.initializers.normal(1.0)
+  )
+  np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize('shape', [(B,), B, (B, D + 1)])
+def test_initialize_carry_refuses_a_batch_shape(shape):
+  # The library's former convention; taken silently it would build a carry without its batch axis.
+  with pytest.raises(ValueError, match=rf'input shape \(\*batch, in_features\).*in_features={D}'):
+    LNLSTMCell(D, H, rngs=nnx.Rngs(0)).initialize_carry(shape)
 
 
 def test_block_orthogonal_init_makes_each_gate_block_orthogonal():

@@ -10,8 +10,9 @@ import pytest
 from flax import nnx
 
 from configs import draw as draw_config
-from experiments import draw
+from experiments import draw, loop
 from experiments.draw.model import DRAW, negative_elbo
+from experiments.draw.pictures import drawing_sequence, samples_grid
 from scripts import draw_pictures
 
 
@@ -100,6 +101,16 @@ def test_pictures_from_the_checkpoint(smoke_run, tmp_path):
   assert drawing.shape[:2] == (2 * 9 + 1, 3 * 9 + 1)
   # Generated images are Bernoulli means in [0, 1], not the blank padding everywhere.
   assert samples.min() >= 0.0 and samples[1:9, 1:9].std() > 0
+  # The trained model's samples (seed 0), laid out as the picture helpers say; 2/255: the colormap's 256 levels.
+  trained = draw.load_trained_model(workdir)
+  canvases = np.asarray(trained.sample(9, jax.random.key(0)))
+  np.testing.assert_allclose(samples[..., 0], samples_grid(canvases[-1], ncols=3), atol=2 / 255)
+  np.testing.assert_allclose(drawing[..., 0], drawing_sequence(canvases[:, :2], steps=3), atol=2 / 255)
+  # Not the untrained model's (the loop's initialisation from the run's seed): the checkpoint's weights show.
+  config = loop.read_config(workdir)
+  untrained = draw.build_model(config.model, (8, 8), loop.model_rngs(config.seed))
+  fresh = np.asarray(untrained.sample(9, jax.random.key(0)))[-1]
+  assert np.abs(samples_grid(fresh, ncols=3) - samples[..., 0]).max() > 0.1
 
 
 def test_pictures_command_says_when_there_is_no_checkpoint(tmp_path, capsys):

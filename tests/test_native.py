@@ -53,6 +53,19 @@ def test_matches_float64_reference(shape, affine):
   np.testing.assert_allclose(y, reference(x, scale, bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('shape', [(3, 5), (7, 16), (6, 63), (11, 400), (3, 1000)])
+def test_rms_forward_kernel_returns_zero_mean_and_the_root_mean_square(shape):
+  assert native.available(np.float32)  # Builds and registers the kernels when this test runs first.
+  x = np.random.default_rng(sum(shape)).normal(3.0, 2.0, shape).astype(np.float32)
+  scale, bias = np.ones(shape[-1], np.float32), np.zeros(shape[-1], np.float32)
+  y, mean, rstd = native.forward(x, scale, bias, 1e-6, False)
+  x64 = x.astype(np.float64)
+  want_rstd = 1 / np.sqrt((x64 * x64).mean(-1) + 1e-6)
+  np.testing.assert_array_equal(mean, 0.0)
+  np.testing.assert_allclose(rstd, want_rstd, rtol=1e-6)
+  np.testing.assert_allclose(y, x64 * want_rstd[:, None], rtol=1e-5, atol=1e-6)
+
+
 def test_float64_input_is_computed_in_float64():
   rng = np.random.default_rng(0)
   with jax.enable_x64(True):
@@ -141,17 +154,23 @@ def test_second_derivatives_equal_the_xla_path():
   np.testing.assert_allclose(grad_scale('auto'), grad_scale('xla'), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize('center', [True, False], ids=['layer_norm', 'rms_norm'])
 @pytest.mark.parametrize('groups,rows,features', [(1, 1, 5), (1, 200, 33), (3, 70, 64), (2, 5, 1000)])
-def test_backward_kernel_equals_the_transpose_of_the_tangent(groups, rows, features):
+def test_backward_kernel_equals_the_transpose_of_the_tangent(groups, rows, features, center):
   # 200 and 3 x 70 rows cross the kernel's 64-row flush of its column sums; 33 features leave a scalar tail.
   rng = np.random.default_rng(groups * rows)
   x = rng.normal(2.0, 3.0, (groups, rows, features)).astype(np.float32)
-  mean, rstd = x.mean(-1), 1 / np.sqrt(x.var(-1) + 1e-5)
+  if center:
+    mean, rstd = x.mean(-1), 1 / np.sqrt(x.var(-1) + 1e-5)
+  else:  # RMS: the forward kernel's statistics are mean 0 and rstd = 1 / sqrt(mean(x^2) + eps).
+    mean, rstd = np.zeros(x.shape[:-1], np.float32), 1 / np.sqrt((x * x).mean(-1) + 1e-5)
+  mean, rstd = mean.astype(np.float32), rstd.astype(np.float32)
   scale = rng.normal(size=(groups, features)).astype(np.float32)
   ct = rng.normal(size=x.shape).astype(np.float32)
-  got = native.backward(x, mean, rstd, scale, ct)
+  got = native.backward(x, mean, rstd, scale, ct, center)
   with jax.enable_x64(True):
-    want = native_path.backward_reference(*(np.asarray(a, np.float64) for a in (x, mean, rstd, scale, ct)))
+    args = (np.asarray(a, np.float64) for a in (x, mean, rstd, scale, ct))
+    want = native_path.backward_reference(*args, center=center)
   for g, w in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * np.abs(w).max())
 

@@ -53,7 +53,8 @@ def test_fig6_layout(fig6_root):
     'batch size 4: test error',
   ]
   assert [ax.get_yscale() for ax in axes.flat] == ['log', 'log', 'linear', 'linear']
-  assert all(ax.get_xlabel() == 'epoch' for ax in axes.flat)
+  assert all(ax.get_xlabel() == 'Epoch' for ax in axes.flat)
+  assert [ax.get_ylabel() for ax in axes.flat] == ['Training NLL (log scale)'] * 2 + ['Test error (%)'] * 2
   for ax in axes.flat:
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ['BatchNorm', 'Baseline', 'LayerNorm']
   # Same colour for a norm in every panel.
@@ -68,7 +69,7 @@ def test_fig6_layout(fig6_root):
   np.testing.assert_allclose(nll.get_ydata(), [3 / s for s in range(1, 7)])
   error = lines_by_label(axes[1, 1])['LayerNorm']
   np.testing.assert_allclose(error.get_xdata(), [1, 2, 3])
-  np.testing.assert_allclose(error.get_ydata(), [0.03 + s / 1000 for s in (2, 4, 6)])
+  np.testing.assert_allclose(error.get_ydata(), [100 * (0.03 + s / 1000) for s in (2, 4, 6)])  # In percent.
   # Batch size 128, BatchNorm is run3 (seed 4, nested config).
   np.testing.assert_allclose(lines_by_label(axes[0, 0])['BatchNorm'].get_ydata()[0], 4.0)
 
@@ -82,7 +83,7 @@ def test_fig6_metric_names_configurable_and_step_axis(tmp_path):
     )
   fig = plot.make_figure([str(tmp_path / 'ln'), str(tmp_path / 'bn')], 'fig6', 'step', ['nll', 'err'])
   nll_ax, error_ax = fig.axes
-  assert nll_ax.get_xlabel() == 'step' and nll_ax.get_ylabel() == 'nll (log scale)'
+  assert nll_ax.get_xlabel() == 'Training step' and nll_ax.get_ylabel() == 'nll (log scale)'  # Unknown: its key.
   np.testing.assert_array_equal(lines_by_label(error_ax)['LayerNorm'].get_xdata(), [1, 3])
   np.testing.assert_array_equal(lines_by_label(error_ax)['LayerNorm'].get_ydata(), [0.5, 0.25])
 
@@ -95,7 +96,7 @@ def test_fig6_prefers_the_epoch_mean_training_loss_to_a_single_steps(tmp_path):
   ]
   write_run(tmp_path / 'ln', {'norm': 'ln', 'batch_size': 4}, rows)
   nll_ax, _ = plot.make_figure([str(tmp_path / 'ln')], 'fig6').axes
-  assert nll_ax.get_ylabel() == 'train_epoch/loss (log scale)'
+  assert nll_ax.get_ylabel() == 'Training NLL (log scale)'
   np.testing.assert_array_equal(lines_by_label(nll_ax)['LayerNorm'].get_ydata(), [0.5, 0.2])
 
 
@@ -174,3 +175,23 @@ def test_a_glob_over_a_sweep_root_skips_the_sweeps_own_folders(tmp_path):
   (tmp_path / 'submitit').mkdir()
   found = plot.find_runs(sorted(str(p) for p in tmp_path.iterdir()))
   assert [os.path.basename(p) for p in found] == ['norm=ln', 'norm=none']
+
+
+def test_axis_labels_in_words_and_units():
+  assert plot.axis_label('eval/test/error') == ('Test error (%)', 100.0)
+  assert plot.axis_label('eval/test/nll_bound') == ('Test bound (nats)', 1.0)
+  assert plot.axis_label('eval/valid/nll') == ('Validation NLL (nats)', 1.0)
+  assert plot.axis_label('train_epoch/loss') == ('Training loss', 1.0)
+  assert plot.axis_label('perf/steps_per_sec') == ('perf/steps_per_sec', 1.0)  # Unknown: the key itself.
+  assert plot.axis_label('eval/retrieval/r_sum') == ('eval/retrieval/r_sum', 1.0)
+
+
+def test_a_single_point_gets_a_marker_and_curves_get_words(tmp_path):
+  write_run(tmp_path / 'one', {'model': {'norm': 'ln'}}, [{'step': 10, 'epoch': 1, 'eval/test/nll_bound': 90.0}])
+  rows = [{'step': s, 'epoch': s / 10, 'eval/test/nll_bound': 100.0 - s} for s in (10, 20)]
+  write_run(tmp_path / 'two', {'model': {'norm': 'none'}}, rows)
+  fig = plot.make_figure([str(tmp_path / 'one'), str(tmp_path / 'two')], metrics=['eval/test/nll_bound'])
+  ax = fig.axes[0]
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ('Training step', 'Test bound (nats)')
+  markers = {line.get_label(): line.get_marker() for line in ax.get_lines()}
+  assert markers == {'LayerNorm': 'o', 'Baseline': 'None'}

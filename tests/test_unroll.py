@@ -49,7 +49,7 @@ def test_unroll_equals_a_python_loop_including_state_updates(cell_type):
   cell = make_cell(cell_type)
   twin = nnx.clone(cell)
   xs = inputs(1)
-  carry0 = jax.tree.map(lambda a: a + 0.5 if a.dtype == jnp.float32 else a, cell.initialize_carry((B,)))
+  carry0 = jax.tree.map(lambda a: a + 0.5 if a.dtype == jnp.float32 else a, cell.initialize_carry((B, D)))
   carry, ys = unroll(cell, xs, carry=carry0)
   carry_ref, ys_ref = loop(twin, xs, carry0)
   np.testing.assert_allclose(ys, ys_ref, atol=1e-5)
@@ -72,7 +72,7 @@ def test_multiple_batch_axes_equal_a_flat_batch():
 def test_seq_lengths_give_each_example_its_own_last_valid_carry(cell_type, reverse):
   cell = make_cell(cell_type)
   xs = inputs(2)
-  carry0 = jax.tree.map(lambda a: a + 0.5, cell.initialize_carry((B,)))  # Length 0 must return it untouched.
+  carry0 = jax.tree.map(lambda a: a + 0.5, cell.initialize_carry((B, D)))  # Length 0 must return it untouched.
   carry, ys = run(cell, xs, carry=carry0, seq_lengths=jnp.asarray(LENGTHS), reverse=reverse)
   for b, n in enumerate(LENGTHS):
     carry_b = jax.tree.map(lambda a, b=b: a[b : b + 1], carry0)
@@ -156,7 +156,7 @@ def test_gradients_equal_those_of_a_python_loop():
 
   def loss_loop(params):
     module = nnx.merge(graphdef, params, rest)
-    c, h = module.initialize_carry((B,))
+    c, h = module.initialize_carry((B, D))
     total = 0.0
     for t in range(n_steps):
       (c_new, h_new), y = module((c, h), xs[:, t])

@@ -96,14 +96,33 @@ def test_gradient_with_respect_to_direction_is_orthogonal_to_it():
 
 
 def test_computes_in_the_promoted_dtype():
-  layer = WeightNormLinear(4, 2, rngs=nnx.Rngs(0))
-  assert layer(jnp.ones((3, 4), jnp.bfloat16)).dtype == jnp.float32
-  bf16 = WeightNormLinear(4, 2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
-  assert bf16(jnp.ones((3, 4), jnp.float32)).dtype == jnp.bfloat16
+  """bfloat16 input with float32 parameters computes in float32 (exactly the reference on the rounded input), not in
+  bfloat16 and then cast; with dtype=bfloat16 the result is bfloat16, close to the reference only to its precision."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 64)), jnp.bfloat16)
+  layer = WeightNormLinear(64, 8, rngs=nnx.Rngs(0))
+  want = reference_weight_norm(np.asarray(x, np.float32), layer.direction[...], layer.scale[...], layer.bias[...])
+  y = layer(x)
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+  bf16 = WeightNormLinear(64, 8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  y16 = bf16(jnp.asarray(x, jnp.float32))
+  assert y16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y16, np.float32), want, rtol=3e-2, atol=3e-2)
+  assert not np.allclose(np.asarray(y16, np.float32), want, rtol=1e-5, atol=1e-5)  # It did compute in bfloat16.
 
 
 def test_weight_norm_is_the_design_name_of_the_same_class():
+  """`WeightNorm`, the name DESIGN.md gives, is the weight-normalized linear layer: same class, same numbers."""
   assert WeightNorm is WeightNormLinear
+  rng = np.random.default_rng(1)
+  layer = WeightNorm(5, 3, rngs=nnx.Rngs(0))
+  v, g = rng.normal(size=(5, 3)).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)
+  _set_params(layer, v, g, np.zeros(3, np.float32))
+  x = rng.normal(size=(4, 5)).astype(np.float32)
+  np.testing.assert_allclose(layer(x), reference_weight_norm(x, v, g, None), rtol=1e-5, atol=1e-6)
+  # Each output column's weight vector has the norm g_i, whatever the scale of v.
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(layer.weight()), axis=0), g, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -4,3 +4,11 @@
 Figure 4) read the paper's data in its published format or through TFDS, or run offline on Fashion-MNIST (IDX) or
 scikit-learn's digits; each module's `check_source` is what an experiment's `validate(config)` calls.
 """
+
+
+class DataError(ValueError):
+  """Missing, truncated or malformed data; the message names the file and the fix.
+
+  A ValueError, so callers that caught ValueError still do; `experiments.cli` maps it to exit status 2 (readers
+  raise it while a run loads its data, after `validate`, where a plain ValueError could also be a bug).
+  """

@@ -9,6 +9,8 @@ import zlib
 
 import numpy as np
 
+from experiments.data import DataError
+
 # IDX dtype codes (from the format's definition on the MNIST page).
 _DTYPES = {
   0x08: np.dtype('>u1'),
@@ -34,7 +36,7 @@ def _gunzip(path: str, raw: bytes) -> tuple[bytes, bool]:
     try:
       chunks.append(decompressor.decompress(raw))
     except zlib.error as e:
-      raise ValueError(f'{path}: corrupt gzip data ({e}).') from e
+      raise DataError(f'{path}: corrupt gzip data ({e}).') from e
     if not decompressor.eof:
       return b''.join(chunks), False
     raw = decompressor.unused_data.lstrip(b'\0')  # Some writers pad after the last member.
@@ -68,16 +70,16 @@ def read_idx(path: str | os.PathLike, *, fix: str = DEFAULT_FIX) -> np.ndarray:
     else:
       data = raw
     if len(data) < 4:
-      raise ValueError(f'{path}: not an IDX file: expected at least a 4-byte header, found {len(data)} bytes.')
+      raise DataError(f'{path}: not an IDX file: expected at least a 4-byte header, found {len(data)} bytes.')
     if data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES or data[3] == 0:
-      raise ValueError(
+      raise DataError(
         f'{path}: not an IDX file: bad magic number 0x{data[:4].hex()} (expected 0x0000 then a dtype code in '
         f'{{{", ".join(f"0x{c:02x}" for c in _DTYPES)}}} and a non-zero number of dimensions).'
       )
     dtype, ndim = _DTYPES[data[2]], data[3]
     header_bytes = 4 + 4 * ndim
     if len(data) < header_bytes:
-      raise ValueError(
+      raise DataError(
         f'{path}: truncated IDX header: expected {header_bytes} bytes for {ndim} dimensions, found {len(data)}.'
       )
     shape = tuple(int(d) for d in np.frombuffer(data, '>u4', count=ndim, offset=4))
@@ -85,10 +87,10 @@ def read_idx(path: str | os.PathLike, *, fix: str = DEFAULT_FIX) -> np.ndarray:
     if len(data) != expected or not complete:
       what = 'truncated' if len(data) < expected or not complete else 'has trailing bytes'
       gz = '' if complete else ' (the gzip stream ends early)'
-      raise ValueError(
+      raise DataError(
         f'{path}: IDX file {what}{gz}: its header says shape {shape} of {dtype.name}, so expected {expected:,} '
         f'bytes, found {len(data):,}.'
       )
   except ValueError as e:
-    raise ValueError(f'{e} {fix}') from None
+    raise DataError(f'{e} {fix}') from None
   return np.frombuffer(data, dtype, offset=header_bytes).reshape(shape).astype(dtype.newbyteorder('='))

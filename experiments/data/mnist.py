@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from experiments.data import idx, tfds_source
+from experiments.data import DataError, idx, tfds_source
 
 SOURCES = ('tfds', 'idx', 'digits')
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -49,19 +49,19 @@ def idx_path(data_dir: str, stem: str) -> str | None:
 def check_idx_dir(data_dir: str | None, stems: tuple[str, ...], hint: str = IDX_HINT) -> None:
   """Raises ValueError unless `data_dir` is a directory holding every `stem` (raw or `.gz`), naming what is missing."""
   if data_dir is None:
-    raise ValueError(f'source=idx reads IDX files from a directory: set data_dir (config.data.dir). {hint}')
+    raise DataError(f'source=idx reads IDX files from a directory: set data_dir (config.data.dir). {hint}')
   if not os.path.isdir(data_dir):
-    raise ValueError(f'data_dir {data_dir!r} is not a directory. {hint}')
+    raise DataError(f'data_dir {data_dir!r} is not a directory. {hint}')
   missing = [s for s in stems if idx_path(data_dir, s) is None]
   if missing:
     names = ', '.join(f'{s}[.gz]' for s in missing)
-    raise ValueError(f'{data_dir} lacks {len(missing)} IDX file(s): {names}. {hint}')
+    raise DataError(f'{data_dir} lacks {len(missing)} IDX file(s): {names}. {hint}')
 
 
 def read_idx_images(path: str) -> np.ndarray:
   images = idx.read_idx(path, fix=IDX_HINT)
   if images.ndim != 3 or images.dtype != np.uint8:
-    raise ValueError(f'{path}: expected uint8 images [N, H, W], found {images.dtype} {images.shape}. {IDX_HINT}')
+    raise DataError(f'{path}: expected uint8 images [N, H, W], found {images.dtype} {images.shape}. {IDX_HINT}')
   return images
 
 
@@ -71,18 +71,29 @@ def _read_idx_split(data_dir: str, split: str) -> Split:
   images = read_idx_images(image_path)
   labels = idx.read_idx(label_path, fix=IDX_HINT)
   if labels.shape != images.shape[:1]:
-    raise ValueError(
+    raise DataError(
       f'{label_path}: expected {images.shape[0]:,} labels (one per image in {image_path}), found shape '
       f'{labels.shape}. {IDX_HINT}'
     )
   return images, labels.astype(np.int32)
 
 
+def num_valid_fix(num_train: int) -> str:
+  """How to hold out fewer of `num_train` training examples (a tenth, say), naming the config field."""
+  if num_train < 2:
+    return 'Fix: use a data set with at least 2 training examples.'
+  return (
+    f'Fix: set the hold-out below {num_train:,}, e.g. --config.data.num_valid={max(1, num_train // 10)} '
+    '(config.data.num_valid).'
+  )
+
+
 def holdout(images: np.ndarray, labels: np.ndarray, num_valid: int, where: str) -> tuple[Split, Split]:
   """Splits off the last `num_valid` examples as validation: the TensorFlow MNIST reader's convention."""
   if not 0 < num_valid < len(images):
-    raise ValueError(
-      f'{where} has {len(images):,} training examples, too few to hold out {num_valid:,} for validation.'
+    raise DataError(
+      f'{where} has {len(images):,} training examples, too few to hold out {num_valid:,} for validation. '
+      f'{num_valid_fix(len(images))}'
     )
   return (images[:-num_valid], labels[:-num_valid]), (images[-num_valid:], labels[-num_valid:])
 
@@ -90,7 +101,10 @@ def holdout(images: np.ndarray, labels: np.ndarray, num_valid: int, where: str) 
 def digits_split(num_valid: int = DIGITS_NUM_VALID) -> dict[str, np.ndarray]:
   """Indices into scikit-learn's digits for each split: a fixed permutation, then test, valid, train."""
   if not 0 < num_valid < 1797 - DIGITS_NUM_TEST:
-    raise ValueError(f'digits has {1797 - DIGITS_NUM_TEST:,} non-test images, too few to hold out {num_valid:,}.')
+    raise DataError(
+      f'digits has {1797 - DIGITS_NUM_TEST:,} non-test images, too few to hold out {num_valid:,}. '
+      f'{num_valid_fix(1797 - DIGITS_NUM_TEST)}'
+    )
   order = np.random.default_rng(DIGITS_SEED).permutation(1797)
   test, valid = order[:DIGITS_NUM_TEST], order[DIGITS_NUM_TEST : DIGITS_NUM_TEST + num_valid]
   return {'train': order[DIGITS_NUM_TEST + num_valid :], 'valid': valid, 'test': test}
@@ -107,7 +121,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 def check_source(source: str, data_dir: str | None = None) -> None:
   """Raises ValueError, naming the fix, unless `load_mnist(source, data_dir)` can find its data. Cheap: no decoding."""
   if source not in SOURCES:
-    raise ValueError(f'Unknown MNIST source {source!r}; choose one of {", ".join(SOURCES)}.')
+    raise DataError(f'Unknown MNIST source {source!r}; choose one of {", ".join(SOURCES)}.')
   if source == 'idx':
     check_idx_dir(data_dir, IDX_FILES['train'] + IDX_FILES['test'])
   elif source == 'tfds':

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from experiments.data import DataError
+
 # The decode is per record in Python (PIL); chunks keep the record list small without slowing the read.
 _CHUNK = 4096
 
@@ -28,7 +30,7 @@ def builder(name: str, data_dir: str | None, alternative: str = ''):
   try:
     import tensorflow_datasets as tfds  # Imported here: half a second, and only this source needs it.
   except ImportError as e:
-    raise ValueError(
+    raise DataError(
       f'source=tfds needs tensorflow-datasets (`pip install -r requirements.txt`) to read {name!r}: {e}.'
     ) from e
   from tensorflow_datasets.core import file_adapters
@@ -36,14 +38,14 @@ def builder(name: str, data_dir: str | None, alternative: str = ''):
   b = tfds.builder(name, data_dir=data_dir)
   root = os.path.dirname(os.path.dirname(os.fspath(b.data_dir)))  # b.data_dir is ROOT/name/version.
   if not b.is_prepared():
-    raise ValueError(
+    raise DataError(
       f'TFDS data set {name!r} is not prepared under {b.data_dir} and cannot be downloaded here (no internet). '
       f'{prepare_hint(name, root, alternative)}'
     )
   formats = {b.info.file_format, *b.info.available_file_formats()}
   if file_adapters.FileFormat.ARRAY_RECORD not in formats:
     found = ', '.join(sorted(str(f.value) for f in formats if f is not None))
-    raise ValueError(
+    raise DataError(
       f'TFDS data set {name!r} in {b.data_dir} is stored as {found}, which TFDS reads only with TensorFlow. '
       f'{prepare_hint(name, root, alternative)}'
     )
@@ -57,7 +59,7 @@ def read_split(name: str, split: str, data_dir: str | None, keys: tuple[str, ...
   b = builder(name, data_dir)
   source = b.as_data_source(split=split, file_format=file_adapters.FileFormat.ARRAY_RECORD)
   if len(source) == 0:
-    raise ValueError(f'TFDS data set {name!r} has an empty {split!r} split in {b.data_dir}.')
+    raise DataError(f'TFDS data set {name!r} has an empty {split!r} split in {b.data_dir}.')
   columns = {k: [] for k in keys}
   for start in range(0, len(source), _CHUNK):
     for example in source.__getitems__(list(range(start, min(start + _CHUNK, len(source))))):

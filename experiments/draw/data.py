@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from experiments.data import mnist, tfds_source
+from experiments.data import DataError, mnist, tfds_source
 
 SOURCES = ('amat', 'tfds', 'idx', 'digits')
 AMAT_FILES = {s: f'binarized_mnist_{s}.amat' for s in ('train', 'valid', 'test')}
@@ -29,6 +29,7 @@ AMAT_HINT = (
   'alternatives: source=idx with data_dir=/usr/share/datasets/fashion-mnist (`apt-get install dataset-fashion-mnist`), '
   'or source=digits.'
 )
+FIXED_SPLIT_SOURCES = ('amat', 'tfds')
 IDX_NUM_VALID = 10_000  # The paper's 50k/10k/10k split sizes.
 IDX_THRESHOLD = 128  # pixel >= 128, i.e. intensity >= 0.5, is a 1.
 DIGITS_THRESHOLD = 8  # value >= 8 of 16, the same 0.5 intensity threshold.
@@ -43,12 +44,12 @@ def _parse_amat_lines(path: str, lines: list[bytes]) -> np.ndarray:
   for i, line in enumerate(lines):
     values = line.split()
     if len(values) != _PIXELS:
-      raise ValueError(
+      raise DataError(
         f'{path}, line {i + 1}: expected {_PIXELS} space-separated 0/1 values, found {len(values)}. {AMAT_HINT}'
       )
     for j, v in enumerate(values):
       if v not in (b'0', b'1'):
-        raise ValueError(
+        raise DataError(
           f'{path}, line {i + 1}: value {j + 1} is {v.decode(errors="replace")!r}, expected 0 or 1. {AMAT_HINT}'
         )
     images[i] = np.array(values, np.uint8)
@@ -66,7 +67,7 @@ def read_amat(path: str) -> np.ndarray:
   while lines and not lines[-1]:
     lines.pop()
   if not lines:
-    raise ValueError(f'{path}: no images (empty file). {AMAT_HINT}')
+    raise DataError(f'{path}: no images (empty file). {AMAT_HINT}')
   # Fast path for the published layout, a fixed-width line of '0'/'1' and single spaces: ~50x faster than splitting.
   if all(len(line) == _LINE_BYTES for line in lines):
     chars = np.frombuffer(b''.join(lines), np.uint8).reshape(len(lines), _LINE_BYTES)
@@ -79,15 +80,15 @@ def read_amat(path: str) -> np.ndarray:
 def check_source(source: str, data_dir: str | None = None) -> None:
   """Raises ValueError, naming the fix, unless `load_binarized_mnist(source, data_dir)` can find its data."""
   if source not in SOURCES:
-    raise ValueError(f'Unknown binarized MNIST source {source!r}; choose one of {", ".join(SOURCES)}.')
+    raise DataError(f'Unknown binarized MNIST source {source!r}; choose one of {", ".join(SOURCES)}.')
   if source == 'amat':
     if data_dir is None:
-      raise ValueError(f'source=amat reads .amat files from a directory: set data_dir (config.data.dir). {AMAT_HINT}')
+      raise DataError(f'source=amat reads .amat files from a directory: set data_dir (config.data.dir). {AMAT_HINT}')
     if not os.path.isdir(data_dir):
-      raise ValueError(f'data_dir {data_dir!r} is not a directory. {AMAT_HINT}')
+      raise DataError(f'data_dir {data_dir!r} is not a directory. {AMAT_HINT}')
     missing = [n for n in AMAT_FILES.values() if not os.path.isfile(os.path.join(data_dir, n))]
     if missing:
-      raise ValueError(f'{data_dir} lacks {len(missing)} file(s): {", ".join(missing)}. {AMAT_HINT}')
+      raise DataError(f'{data_dir} lacks {len(missing)} file(s): {", ".join(missing)}. {AMAT_HINT}')
   elif source == 'idx':
     mnist.check_idx_dir(data_dir, (mnist.IDX_FILES['train'][0], mnist.IDX_FILES['test'][0]))
   elif source == 'tfds':
@@ -112,8 +113,8 @@ def load_binarized_mnist(
     ValueError: unknown source, missing or malformed files, unprepared TFDS data; the message says how to fix it.
   """
   check_source(source, data_dir)
-  if num_valid is not None and source in ('amat', 'tfds'):
-    raise ValueError(f'source={source} has fixed train/valid/test splits; leave num_valid unset.')
+  if num_valid is not None and source in FIXED_SPLIT_SOURCES:
+    raise DataError(f'source={source} has fixed train/valid/test splits; leave num_valid unset.')
   if source == 'amat':
     return {s: read_amat(os.path.join(data_dir, n)) for s, n in AMAT_FILES.items()}
   if source == 'tfds':

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import loop
-from experiments.draw.data import check_source, load_binarized_mnist
+from experiments.draw.data import FIXED_SPLIT_SOURCES, check_source, load_binarized_mnist
 from experiments.draw.model import DRAW, negative_elbo_terms
 
 NORMS = ('none', 'ln')
@@ -57,13 +57,27 @@ def eval_fn(model: DRAW, batch: dict[str, jax.Array], rng: jax.Array) -> dict[st
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises a ConfigError (a ValueError) listing every invalid value and its fix; touches no workdir."""
   loop.check_experiment(
-    config, config_file='configs/draw.py', norms=NORMS, check_source=check_source, positive_int_fields=SIZE_FIELDS
+    config,
+    config_file='configs/draw.py',
+    norms=NORMS,
+    check_source=check_source,
+    positive_int_fields=SIZE_FIELDS,
+    more=_split_problems,
   )
+
+
+def _split_problems(config: ml_collections.ConfigDict, problems: list[str]) -> None:
+  if config.data.get('num_valid') is not None and config.data.source in FIXED_SPLIT_SOURCES:
+    problems.append(
+      f'config.data.num_valid={config.data.num_valid!r}, but source={config.data.source} has fixed train/valid/test '
+      'splits. Fix: leave config.data.num_valid unset, or use source=idx.'
+    )
 
 
 def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
   """{'train' | 'valid' | 'test': {'image': uint8 0/1 [N, H, W]}} for `config.data`."""
-  splits = load_binarized_mnist(data_config.source, data_config.dir)
+  with loop.data_errors(data_config):
+    splits = load_binarized_mnist(data_config.source, data_config.dir, num_valid=data_config.get('num_valid'))
   return {name: {'image': images} for name, images in splits.items()}
 
 

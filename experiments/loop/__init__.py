@@ -16,6 +16,7 @@ config_checks   validation of the loop's config fields and the part every experi
 from experiments.loop.config_checks import (
   check_experiment,
   config_problems,
+  data_errors,
   default_best_mode,
   raise_config_problems,
   validate_training_config,
@@ -43,6 +44,7 @@ __all__ = [
   'WorkdirError',
   'check_experiment',
   'config_problems',
+  'data_errors',
   'default_best_mode',
   'init_model',
   'load_model',

@@ -56,6 +56,14 @@ def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
   return np.asarray(x)
 
 
+def sync_processes(name: str) -> None:
+  """Waits until every process of a multi-process run reaches the barrier `name` (nothing with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
 def digest(arrays: list[np.ndarray], names: list[str]) -> str:
   """SHA-256 over each array's name, dtype, shape and bytes, in order."""
   h = hashlib.sha256()
@@ -171,10 +179,7 @@ class Checkpointer:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
       logging.error('Moved the corrupt checkpoint to %s.', target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-
-      multihost_utils.sync_global_devices(f'checkpoint_set_aside_{step}')
+    sync_processes(f'checkpoint_set_aside_{step}')
     self._manager.reload()
 
   def close(self) -> None:

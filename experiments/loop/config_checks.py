@@ -5,6 +5,7 @@ Each problem names the field and a fix; all of them are reported at once, before
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -120,6 +121,13 @@ def check_experiment(
     value = model.get(key)
     if not _is_int(value) or value < 1:
       problems.append(f'config.model.{key} must be a positive int; got {value!r}. Fix: e.g. --config.model.{key}=2')
+  num_valid = data.get('num_valid')
+  if num_valid is not None and (not _is_int(num_valid) or num_valid < 1):
+    # 0 is refused too: every experiment evaluates a 'valid' split, which would then be empty.
+    problems.append(
+      f'config.data.num_valid must be a positive int (training examples held out for validation), or None for the '
+      f"source's standard split; got {num_valid!r}. Fix: e.g. --config.data.num_valid=1000"
+    )
   if more is not None:
     more(config, problems)
   try:
@@ -127,6 +135,21 @@ def check_experiment(
   except ValueError as e:
     problems.append(f'config.data (source={data.source!r}, dir={data.dir!r}): {e}')
   raise_config_problems(problems)
+
+
+@contextlib.contextmanager
+def data_errors(data: ml_collections.ConfigDict):
+  """Turns a ValueError from loading `config.data` into a ConfigError (exit status 2, one message, no traceback).
+
+  `validate` checks only what it can without reading the data; what shows only when reading (a corrupt file, a
+  hold-out larger than the file) is still the user's data or config, named with its fix by the reader.
+  """
+  try:
+    yield
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f'config.data (source={data.source!r}, dir={data.dir!r}): {e}') from None
 
 
 def is_finite_real(v) -> bool:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from experiments.workdir import METRICS_FILE, atomic_write, json_value, read_rows
+from experiments.workdir import CONFIG_FILE, METRICS_FILE, atomic_write, json_value, read_rows
 
 
 class MetricWriter:
@@ -39,11 +39,28 @@ class MetricWriter:
 
     import tensorboardX  # Imported here: processes that do not write should not pay for it.
 
-    # purge_step makes TensorBoard hide events an interrupted process logged after the restored step.
-    self._tensorboard = tensorboardX.SummaryWriter(workdir, purge_step=resume_step + 1 if existed else None)
+    # purge_step makes TensorBoard hide events an interrupted process logged after the restored step. The file name
+    # holds the time in whole seconds: a resume within the same second would reopen (and empty) the interrupted
+    # process's file, losing its steps up to the checkpoint. The resume step in the suffix gives a new name that
+    # still sorts after the old one, as TensorBoard reads them; reusing a name is then safe: the same resume step
+    # means the old file held only steps that this process logs again.
+    self._tensorboard = tensorboardX.SummaryWriter(
+      workdir, purge_step=resume_step + 1 if existed else None, filename_suffix=f'.{resume_step:012d}'
+    )
+    if not existed:
+      self._log_config(workdir)
+
+  def _log_config(self, workdir: str) -> None:
+    """The run's config.json as TensorBoard text (its TEXT tab), so runs can be compared there; once per run."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.isfile(path):
+      with open(path) as f:
+        # Indented four spaces: TensorBoard renders text as Markdown, and a code block keeps the JSON's layout.
+        text = ''.join(f'    {line}' for line in f)
+      self._tensorboard.add_text('config', text, global_step=0)
 
   def write(self, step: int, scalars: Mapping[str, float | int]) -> None:
-    """Logs `scalars` at `step`: one JSON line, and one TensorBoard scalar each (but `epoch`, which is an x-axis)."""
+    """Logs `scalars` at `step`: one JSON line, and one TensorBoard scalar each (`epoch` too, as a curve)."""
     if not self.enabled:
       return
     row = {'step': int(step)}

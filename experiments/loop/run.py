@@ -62,6 +62,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
   validate_training_config(config)
   run = _Run(config, workdir, task)
   status = state_io.open_workdir(config, workdir)
+  # Every process reads the workdir before process 0 claims it (lock, config.json): all then agree it is new.
+  checkpoints.sync_processes('open_workdir')
   if status is not None and status['status'] == 'done':
     logging.info('%s is already done (step %d): %s', workdir, status['step'], metrics.summary(status['metrics']))
     return status['metrics']
@@ -289,6 +291,13 @@ class _Run:
       self.writer.write(step, row)
       final.update(row)
     self._status('done', step, final, message='Finished.')
+    if jax.process_count() > 1:
+      # Only process 0 holds the logged rows; the others read them once it has written the last one, so that every
+      # process returns the same final metrics.
+      self.writer.sync()
+      checkpoints.sync_processes('final_metrics')
+      if not self.is_writer:
+        final = metrics.final_metrics(wd.read_rows(self.workdir), step)
     logging.info('Done: %s', metrics.summary(final))
     return final
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from experiments import workdir as wd
@@ -47,12 +48,25 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict | None
 
 @contextlib.contextmanager
 def claim(config: ml_collections.ConfigDict, workdir: str, task: Task, *, new: bool, is_writer: bool) -> Iterator[None]:
-  """Holds the workdir's lock for the run; a new run's process 0 first writes config.json and task.json."""
+  """Holds the workdir's lock for the run; a new run's process 0 first writes config.json and task.json.
+
+  Only process 0 takes the lock, and every process learns whether it got it: were process 0 to stop here alone,
+  the others would wait in their first collective until jax's shutdown timeout (5 minutes) and then abort.
+  """
+  lock = error = None
+  if is_writer:
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      lock = wd.lock(workdir)
+    except (OSError, wd.WorkdirError) as e:
+      error = e
+  if not _process_0_says(error is None):
+    if error is not None:
+      raise error
+    raise wd.WorkdirError(f'Process 0 could not claim {workdir}; its error message says why and what to do.')
   if not is_writer:
     yield
     return
-  os.makedirs(workdir, exist_ok=True)
-  lock = wd.lock(workdir)
   try:
     if task.metadata:
       wd.write_json(os.path.join(workdir, wd.TASK_FILE), dict(task.metadata))
@@ -61,6 +75,15 @@ def claim(config: ml_collections.ConfigDict, workdir: str, task: Task, *, new: b
     yield
   finally:
     lock.close()
+
+
+def _process_0_says(value: bool) -> bool:
+  """`value` as process 0 has it, on every process (`value` itself with one process)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
 
 def merge_eval(parts: state_lib.Parts, state: dict) -> nnx.Module:

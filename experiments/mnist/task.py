@@ -68,7 +68,9 @@ class MLP(nnx.Module):
     def make_norm(size):
       if norm == 'bn':
         return BatchNorm(size, momentum=bn_momentum, eps=eps, unbiased=bn_unbiased, rngs=rngs)
-      return LayerNorm(size, eps=eps, rngs=rngs)
+      # No rngs: given them, LayerNorm draws a key per parameter as flax's does, which would move the output layer's
+      # initialisation and every logged number; its gain and bias are constants anyway.
+      return LayerNorm(size, epsilon=eps)
 
     self.hidden = nnx.List(
       nnx.Linear(a, b, use_bias=not normalize, kernel_init=init, rngs=rngs) for a, b in itertools.pairwise(sizes)
@@ -158,7 +160,8 @@ def _arrays(split: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """Loads the data of `config.data` and returns the Task for the loop."""
-  splits = load_mnist(config.data.source, config.data.dir)
+  with loop.data_errors(config.data):
+    splits = load_mnist(config.data.source, config.data.dir, num_valid=config.data.get('num_valid'))
   train_data = _arrays(splits['train'])
   return loop.Task(
     build_model=functools.partial(build_model, config.model, train_data['image'].shape[1]),

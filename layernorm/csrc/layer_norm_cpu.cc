@@ -9,6 +9,9 @@
 // Shapes: x, y, dy, dx (..., H) viewed as R rows of H; mean and rstd = 1 / sqrt(var + eps) one per row; scale, bias,
 // dscale, dbias (..., H) viewed as P rows of H, P dividing R: the rows are P consecutive groups, group p using
 // parameter row p. P is 1 normally; under vmap the batch axis comes first and P is the batch size.
+// center: true for layer norm; false for RMS norm (Zhang & Sennrich 2019), where the mean is taken as 0, so rstd =
+// 1 / sqrt(mean(x^2) + eps), the returned mean is 0, and the backward drops its mean(g) term. One kernel for both:
+// the passes are the same, and a flag costs one branch per row.
 // Numerics: statistics in the input's precision (float32 or float64), partial sums in vector lanes combined in a fixed
 // order and finished in double; the variance as described at kMaxShift, within a small factor of the two-pass form's
 // accuracy. Compiled for the host CPU (-march=native); native.py caches the library per machine.
@@ -180,10 +183,15 @@ constexpr double kMaxShift = 1.0;
 
 template <int kRows, typename T>
 inline void NormalizeBlock(const T* __restrict x, const T* __restrict s, const T* __restrict b, T* __restrict y,
-                           T* __restrict mean_out, T* __restrict rstd_out, int64_t h, double eps) {
+                           T* __restrict mean_out, T* __restrict rstd_out, int64_t h, double eps, bool center) {
   T mean[kRows], rstd[kRows];
   for (int i = 0; i < kRows; ++i) {
     const T* row = x + i * h;
+    if (!center) {  // RMS: no shift to estimate, one pass of squares.
+      mean[i] = T(0);
+      rstd[i] = static_cast<T>(1.0 / std::sqrt(VecSum(row, h, [](auto v) { return v * v; }) / h + eps));
+      continue;
+    }
     const T k = ShiftEstimate(row, h);
     double sum, sum_sq;
     ShiftedSums(row, h, k, sum, sum_sq);
@@ -217,7 +225,7 @@ inline void NormalizeBlock(const T* __restrict x, const T* __restrict s, const T
 // Rows [begin, end) of x; parameter row p serves rows [p * rows_per_param, (p + 1) * rows_per_param).
 template <typename T>
 void NormalizeRows(const T* x, const T* scale, const T* bias, T* y, T* mean, T* rstd, int64_t begin, int64_t end,
-                   int64_t h, int64_t rows_per_param, double eps) {
+                   int64_t h, int64_t rows_per_param, double eps, bool center) {
   const int64_t row_bytes = h * static_cast<int64_t>(sizeof(T));
   const int64_t block = row_bytes <= kBlockBytes ? 4 : 1;
   int64_t r = begin;
@@ -228,18 +236,18 @@ void NormalizeRows(const T* x, const T* scale, const T* bias, T* y, T* mean, T* 
     const T* s = scale + param * h;
     const T* b = bias + param * h;
     if (n == 4) {
-      NormalizeBlock<4>(x + r * h, s, b, y + r * h, mean + r, rstd + r, h, eps);
+      NormalizeBlock<4>(x + r * h, s, b, y + r * h, mean + r, rstd + r, h, eps, center);
     } else if (n >= 2) {
-      NormalizeBlock<2>(x + r * h, s, b, y + r * h, mean + r, rstd + r, h, eps);
+      NormalizeBlock<2>(x + r * h, s, b, y + r * h, mean + r, rstd + r, h, eps, center);
     } else {
-      NormalizeBlock<1>(x + r * h, s, b, y + r * h, mean + r, rstd + r, h, eps);
+      NormalizeBlock<1>(x + r * h, s, b, y + r * h, mean + r, rstd + r, h, eps, center);
     }
     r += n >= 4 ? 4 : n >= 2 ? 2 : 1;
   }
 }
 
 template <ffi::DataType D>
-ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> scale, ffi::Buffer<D> bias, double eps,
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> scale, ffi::Buffer<D> bias, double eps, bool center,
                    ffi::ResultBuffer<D> y, ffi::ResultBuffer<D> mean, ffi::ResultBuffer<D> rstd) {
   using T = ffi::NativeType<D>;
   if (x.dimensions().size() == 0) return ffi::Error::InvalidArgument("layer_norm kernel: x must have rank >= 1");
@@ -255,13 +263,13 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> scale,
   ParallelChunks(pool, chunks, [&](int64_t c) {
     NormalizeRows<T>(x.typed_data(), scale.typed_data(), bias.typed_data(), y->typed_data(), mean->typed_data(),
                      rstd->typed_data(), ChunkBegin(c, chunks, rows), ChunkBegin(c + 1, chunks, rows), h,
-                     rows / params, eps);
+                     rows / params, eps, center);
   });
   return ffi::Error::Success();
 }
 
 // The backward of y = xhat * scale + bias, xhat = (x - mean) * rstd, for one cotangent dy:
-//   g = dy * scale,  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+//   g = dy * scale,  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))  (RMS, !center: without the mean(g) term),
 //   dscale = sum over rows of dy * xhat,  dbias = sum over rows of dy  (per parameter row).
 // Two passes over each row, the second from L1: the row means, then dx and the column sums. The column sums are kept
 // in T for kFlushRows rows at a time and then added into double, so their rounding error grows with
@@ -272,7 +280,7 @@ constexpr int64_t kFlushRows = 64;
 template <typename T>
 void BackwardRows(const T* __restrict x, const T* __restrict mean, const T* __restrict rstd, const T* __restrict s,
                   const T* __restrict dy, T* __restrict dx, double* __restrict total_s, double* __restrict total_b,
-                  int64_t rows, int64_t h) {
+                  int64_t rows, int64_t h, bool center) {
   constexpr int64_t w = kWidth<T>;
   std::vector<T> part_s(h), part_b(h);
   for (int64_t r0 = 0; r0 < rows; r0 += kFlushRows) {
@@ -306,7 +314,7 @@ void BackwardRows(const T* __restrict x, const T* __restrict mean, const T* __re
         sum_g += g;
         sum_gx += g * ((xr[j] - m) * rs);
       }
-      const T mean_g = static_cast<T>(sum_g / static_cast<double>(h));
+      const T mean_g = center ? static_cast<T>(sum_g / static_cast<double>(h)) : T(0);
       const T mean_gx = static_cast<T>(sum_gx / static_cast<double>(h));
       // Pass 2: dx and the column sums.
       j = 0;
@@ -335,7 +343,7 @@ void BackwardRows(const T* __restrict x, const T* __restrict mean, const T* __re
 // Shapes as Forward's: x, dy, dx (..., H) as R rows; mean, rstd one per row; scale, dscale, dbias S rows of H.
 template <ffi::DataType D>
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> mean, ffi::Buffer<D> rstd,
-                    ffi::Buffer<D> scale, ffi::Buffer<D> dy, ffi::ResultBuffer<D> dx, ffi::ResultBuffer<D> dscale,
+                    ffi::Buffer<D> scale, ffi::Buffer<D> dy, bool center, ffi::ResultBuffer<D> dx, ffi::ResultBuffer<D> dscale,
                     ffi::ResultBuffer<D> dbias) {
   using T = ffi::NativeType<D>;
   if (x.dimensions().size() == 0) return ffi::Error::InvalidArgument("layer_norm kernel: x must have rank >= 1");
@@ -358,7 +366,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> mean,
       const int64_t begin = first + ChunkBegin(c, chunks, per), end = first + ChunkBegin(c + 1, chunks, per);
       BackwardRows<T>(x.typed_data() + begin * h, mean.typed_data() + begin, rstd.typed_data() + begin,
                       scale.typed_data() + p * h, dy.typed_data() + begin * h, dx->typed_data() + begin * h,
-                      totals.data() + 2 * c * h, totals.data() + (2 * c + 1) * h, end - begin, h);
+                      totals.data() + 2 * c * h, totals.data() + (2 * c + 1) * h, end - begin, h, center);
     });
     for (int64_t j = 0; j < h; ++j) {
       double sum_s = 0.0, sum_b = 0.0;
@@ -383,6 +391,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> mean,
                                     .Arg<ffi::Buffer<DTYPE>>() /* scale */                           \
                                     .Arg<ffi::Buffer<DTYPE>>() /* bias */                            \
                                     .Attr<double>("eps")                                             \
+                                    .Attr<bool>("center")                                            \
                                     .Ret<ffi::Buffer<DTYPE>>() /* y */                               \
                                     .Ret<ffi::Buffer<DTYPE>>() /* mean */                            \
                                     .Ret<ffi::Buffer<DTYPE>>() /* rstd */);                          \
@@ -394,6 +403,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> mean,
                                     .Arg<ffi::Buffer<DTYPE>>() /* rstd */                            \
                                     .Arg<ffi::Buffer<DTYPE>>() /* scale */                           \
                                     .Arg<ffi::Buffer<DTYPE>>() /* dy */                              \
+                                    .Attr<bool>("center")                                            \
                                     .Ret<ffi::Buffer<DTYPE>>() /* dx */                              \
                                     .Ret<ffi::Buffer<DTYPE>>() /* dscale */                          \
                                     .Ret<ffi::Buffer<DTYPE>>() /* dbias */)

@@ -1,0 +1,122 @@
+"""Every `python -m ...` command in the README's bash blocks at least parses, as written.
+
+The blocks run under bash with `python` replaced by a recorder, so that loops, variables and line continuations
+expand as they would for a reader; then each experiment command runs with --dry_run (flags, config file, variants,
+validate) and a tmp workdir, each sweep with --dry-run, and each plot/report/picture command must read a workdir
+that an earlier command in the README creates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+READERS = ('scripts.plot', 'scripts.report', 'scripts.draw_pictures')
+# Bash stubs: `python` records its arguments; the other programs the blocks call do nothing.
+STUBS = r"""
+python() { local a; for a in "$@"; do printf '%s\037' "$a"; done >> "$RECORD"; printf '\036' >> "$RECORD"; }
+make() { :; }; tensorboard() { :; }; source() { :; }
+"""
+
+
+def readme_commands() -> list[list[str]]:
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    blocks = re.findall(r'```bash\n(.*?)```', f.read(), flags=re.DOTALL)
+  record = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'readme_commands_{os.getpid()}')
+  if os.path.exists(record):
+    os.remove(record)
+  for block in blocks:  # Run in an empty directory, so that globs such as runs/x/* stay as written.
+    empty = os.path.join(os.path.dirname(record), f'readme_cwd_{os.getpid()}')
+    os.makedirs(empty, exist_ok=True)
+    subprocess.run(['bash', '-c', STUBS + block], cwd=empty, env={**os.environ, 'RECORD': record}, check=True)
+  with open(record) as f:
+    text = f.read()
+  os.remove(record)
+  return [c.split('\037')[:-1] for c in text.split('\036') if c]
+
+
+COMMANDS = readme_commands()
+
+
+def _value(args: list[str], flag: str) -> str | None:
+  for i, a in enumerate(args):
+    if a.startswith(flag + '='):
+      return a.split('=', 1)[1]
+    if a == flag and i + 1 < len(args):
+      return args[i + 1]
+  return None
+
+
+def _replace(args: list[str], flag: str, value: str) -> list[str]:
+  out, skip = [], False
+  for i, a in enumerate(args):
+    if skip:
+      skip = False
+    elif a.startswith(flag + '='):
+      out.append(f'{flag}={value}')
+    elif a == flag and i + 1 < len(args):
+      out += [flag, value]
+      skip = True
+    else:
+      out.append(a)
+  return out
+
+
+def test_the_readme_has_commands_of_every_kind():
+  modules = {c[1] for c in COMMANDS if c[0] == '-m'}
+  assert {'experiments.mnist', 'experiments.draw', 'scripts.sweep', 'scripts.plot', 'scripts.report'} <= modules
+  assert all(c[0] == '-m' for c in COMMANDS), [c for c in COMMANDS if c[0] != '-m']
+
+
+@pytest.mark.parametrize('args', [c for c in COMMANDS if c[1].startswith('experiments.')], ids=' '.join)
+def test_experiment_command_parses(args, tmp_path):
+  args = [*_replace(args, '--workdir', str(tmp_path / 'run')), '--dry_run']
+  result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  if result.returncode:  # Allowed only where the command names data this machine does not have.
+    assert result.returncode == 2 and 'Invalid config' in result.stderr, result.stderr[-2000:]
+    assert 'config.data (source=' in result.stderr and result.stderr.count('  - ') == 1, result.stderr[-2000:]
+  else:
+    assert 'Config OK' in result.stdout
+  assert not os.path.exists(tmp_path / 'run')
+
+
+@pytest.mark.parametrize('args', [c for c in COMMANDS if c[1] == 'scripts.sweep'], ids=' '.join)
+def test_sweep_command_parses(args, tmp_path):
+  args = _replace(args, '--root', str(tmp_path / 'sweep'))
+  args += [] if '--dry-run' in args else ['--dry-run']
+  result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '--workdir' in result.stdout
+
+
+def _written_by_the_readme() -> list[str]:
+  made = []
+  for c in COMMANDS:
+    if c[1].startswith('experiments.'):
+      made.append(_value(c, '--workdir'))
+    elif c[1] == 'scripts.sweep':
+      made.append(_value(c, '--root'))
+  return [os.path.normpath(m) for m in made if m]
+
+
+@pytest.mark.parametrize('args', [c for c in COMMANDS if c[1] in READERS], ids=' '.join)
+def test_reader_commands_read_what_the_readme_writes(args):
+  made = _written_by_the_readme()
+  paths = [a for a in args[2:] if a.startswith('runs/')]
+  assert paths, args
+  for path in paths:
+    path = os.path.normpath(path.removesuffix('/*'))
+    covered = [m for m in made if m == path or m.startswith(path + os.sep) or path.startswith(m + os.sep)]
+    assert covered, f'{" ".join(args)} reads {path}, which no README command creates'
+
+
+@pytest.mark.parametrize('module', sorted({c[1] for c in COMMANDS if c[1] in READERS}))
+def test_reader_modules_parse_their_flags(module):
+  result = subprocess.run([sys.executable, '-m', module, '--help'], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 0 and 'usage' in result.stdout.lower(), result.stderr[-2000:]
