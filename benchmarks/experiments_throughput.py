@@ -1,6 +1,7 @@
 """Training throughput of each experiment's CPU-scale config, with layer normalization against the baseline.
 
-    python -m benchmarks.experiments_throughput [--experiments mnist,draw,order_embeddings] [--repeats 10] [--json OUT]
+    python -m benchmarks.experiments_throughput [--experiments mnist,draw,order_embeddings,handwriting] [--repeats 10]
+        [--json OUT]
 
 For every experiment, its default config (`configs/<name>.py`, the CPU scale) with `norm=ln` and with `norm=none`,
 on its own data (`build_task`), trained by the loop's jitted chunk of `config.steps_per_dispatch` steps, as
@@ -19,15 +20,17 @@ from benchmarks import timing
 from benchmarks.layer_norm import environment
 from benchmarks.mnist_throughput import LoopChunk
 from configs import draw as draw_config
+from configs import handwriting as handwriting_config
 from configs import mnist as mnist_config
 from configs import order_embeddings as order_embeddings_config
-from experiments import draw, mnist, order_embeddings
+from experiments import draw, handwriting, mnist, order_embeddings
 
 EXPERIMENTS = {
   'mnist': (mnist_config, mnist),
   'draw': (draw_config, draw),
   # GRU vs LN-GRU sentence encoder; a dispatch includes building its batches (features, padding) as the loop does.
   'order_embeddings': (order_embeddings_config, order_embeddings),
+  'handwriting': (handwriting_config, handwriting),
 }
 NORMS = ('none', 'ln')
 
