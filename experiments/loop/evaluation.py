@@ -3,8 +3,9 @@
 Two kinds, both returning scalars logged as `eval/<name>/<metric>`:
 * `Task.eval_fn` on each split of `Task.eval_data`, in batches of `config.eval_batch_size` (the last one padded by
   repeating a real example and masked out, so every example counts once). A metric is either per-example values [B]
-  (a plain mean over the split) or a (values [B], weights [B]) pair (a weighted mean: a token-level NLL returns the
-  per-sequence NLL sums and the token counts, and gets sum over tokens / number of tokens).
+  (a plain mean over the split) or a (values [B], weights [B]) pair, whose mean is sum(w * v) / sum(w) over the
+  split: a token-level NLL returns each sequence's mean NLL per token with its token count as the weight, and gets
+  the sum over all tokens / the number of tokens (not a mean of per-sequence means).
 * `Task.evaluators[name](model, context)`: anything that needs a whole split at once or host-side code (retrieval
   R@K over folds, scikit-learn classifiers on frozen features, samples written as PNGs), with the model in eval mode.
 """

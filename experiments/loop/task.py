@@ -29,7 +29,8 @@ class Task:
       the model's non-parameter variables (BatchNorm statistics). `rng` is the step's key, `fold_in(run key, step)`:
       draw dropout masks and samples from it, so that every step has its own noise and a resumed run the same.
     eval_fn: (model in eval mode, batch, rng) -> {name: per-example values [B], or (values [B], weights [B])}; the
-      loop takes the (weighted) mean over each split of `eval_data`. None if the task only has `evaluators`.
+      loop takes the mean over each split of `eval_data`, sum(w * v) / sum(w) for a pair (a token-level NLL: each
+      sequence's mean NLL per token, weighted by its token count). None if the task only has `evaluators`.
     train_data: a dict of arrays with a common leading (example) dimension, or a `Source` (see
       `experiments.loop.data`: batches built on the host from example indices, memory-mapped arrays).
     eval_data: {split name: the same kinds}, evaluated in this order.
