@@ -106,7 +106,15 @@ def _review(rng, m: dict) -> str:
 
 
 def _phrase(rng, m: dict) -> str:
-  return _mood_phrase(rng, m['mood'])
+  """A short fragment, as MPQA's: 'happy', 'not sad kitten', 'very awful', 'the pie felt not good'."""
+  phrase, kind = _mood_phrase(rng, m['mood']), rng.integers(4)
+  if kind == 1:
+    return f'{phrase} {_word(rng, ANIMALS[m["animal"]])}'
+  if kind == 2:
+    return f'very {phrase}' if not phrase.startswith('not') else f'{phrase} at all'
+  if kind == 3:
+    return f'the {_word(rng, OBJECTS[m["object"]])} felt {phrase}'
+  return phrase
 
 
 def _factual(rng, m: dict) -> str:
