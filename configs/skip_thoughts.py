@@ -56,9 +56,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = arg.source or ('text' if arg.paper else 'procedural')
   config.data.dir = config_dict.placeholder(str)  # source=text: the *.txt files, one tokenized sentence per line.
+  # source=text: where the word ids are written (memory-mapped .npy, 4 bytes a word: ~4 GB for BookCorpus).
+  config.data.cache_dir = config_dict.placeholder(str)  # Unset: a temporary directory, removed at exit.
   config.data.vocab_size = 20_000  # Words kept, EOS and UNK included (the authors' n_words).
   config.data.max_len = 30  # Triples with a sentence of >= max_len words are dropped (the authors' maxlen_w).
   config.data.seed = 0  # The procedural corpus and downstream sets (fixed across runs of different seeds).
+  config.data.pad_multiple = 8  # Batches are padded to a multiple of this: few shapes, few compilations.
   config.data.num_stories = 4_000  # procedural: 5 sentences each.
   config.data.valid_stories = 200
 
@@ -110,6 +113,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_dim = 8
     config.model.hidden = 16
     config.model.loss_chunk = 64
+    config.data.pad_multiple = 16  # One padded shape: one compilation of each step.
     config.eval.tasks = ('sick', 'mr')
     config.eval.folds = 2
     config.eval.inner_folds = 2

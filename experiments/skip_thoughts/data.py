@@ -5,7 +5,7 @@ Sources (`config.data.source`):
               other through the story's character, place, object and mood. Needs nothing.
   text        a directory of `*.txt` files read in sorted order, one tokenized sentence per line in reading order
               (BookCorpus as the authors used it). Read twice, streaming: once to count words (the vocabulary),
-              once to write the word ids into `<workdir>/corpus/{tokens,offsets}.npy`, which are then memory-mapped,
+              once to write the word ids into `<config.data.cache_dir>/{tokens,offsets}.npy`, then memory-mapped,
               so the corpus is never held in memory (let alone three times, once per role in a triple).
 
 Triples follow the authors' `homogeneous_data.py`: the corpus shifted by one sentence each way (book boundaries are
@@ -37,8 +37,7 @@ def check_source(source: str, data_dir: str | None) -> None:
     if not text_files(directory):
       raise ValueError(
         f'no *.txt files in {directory}. Fix: a directory of *.txt files, one tokenized sentence per line (e.g. '
-        'BookCorpus; or Debian\'s fortunes, "apt-get install fortunes", converted with '
-        '"python -m experiments.skip_thoughts.fortunes --out DIR").'
+        'BookCorpus), or --config.data.source=procedural.'
       )
 
 

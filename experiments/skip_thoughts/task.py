@@ -12,8 +12,8 @@ triples ('eval/valid/nll_per_token', which selects the best model) and the downs
 
 from __future__ import annotations
 
-import functools
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -26,8 +26,8 @@ from flax import nnx
 
 from experiments import loop
 from experiments.data import text as text_lib
-from experiments.skip_thoughts import downstream, procedural
 from experiments.skip_thoughts import data as data_lib
+from experiments.skip_thoughts import downstream, procedural
 from experiments.skip_thoughts.model import SkipThoughts, triple_nll
 
 NORMS = ('none', 'ln')
@@ -66,7 +66,9 @@ def _encode(model: SkipThoughts, ids: jax.Array, lengths: jax.Array) -> jax.Arra
   return model.encode(ids, lengths)
 
 
-def sentence_encoder(model: SkipThoughts, vocab: list[str], batch_size: int = 256) -> downstream.Encoder:
+def sentence_encoder(
+  model: SkipThoughts, vocab: list[str], batch_size: int = 256, pad_multiple: int = 8
+) -> downstream.Encoder:
   """Raw sentences -> encoder vectors [N, H], tokenized as `text.tokenize` does, unknown words as UNK."""
   ids = text_lib.word_ids(vocab)
 
@@ -77,7 +79,7 @@ def sentence_encoder(model: SkipThoughts, vocab: list[str], batch_size: int = 25
     out = np.zeros((len(encoded), model.hidden), np.float32)
     for start in range(0, len(order), batch_size):
       rows = order[start : start + batch_size]
-      length = text_lib.bucket(max(len(encoded[i]) for i in rows) + 1, 8)
+      length = text_lib.bucket(max(len(encoded[i]) for i in rows) + 1, pad_multiple)
       padded, lengths = text_lib.pad_sentences(tokens, offsets, rows, length)
       out[rows] = np.asarray(_encode(model, jnp.asarray(padded), jnp.asarray(lengths)))
     return out
@@ -89,16 +91,28 @@ def cv_options(eval_config: ml_collections.ConfigDict) -> dict:
   return {'folds': eval_config.folds, 'inner_folds': eval_config.inner_folds, 'cs': tuple(eval_config.cs)}
 
 
-def downstream_evaluator(eval_config, vocab: list[str], eval_dir: str) -> loop.Evaluator:
+def downstream_evaluator(eval_config, vocab: list[str], eval_dir: str, pad_multiple: int) -> loop.Evaluator:
   def evaluate(model: SkipThoughts, context: loop.EvalContext) -> dict[str, float]:
     del context
-    encode = sentence_encoder(model, vocab)
+    encode = sentence_encoder(model, vocab, pad_multiple=pad_multiple)
     return downstream.evaluate_all(encode, eval_dir, tuple(eval_config.tasks), **cv_options(eval_config))
 
   return evaluate
 
 
-def load_corpus(config: ml_collections.ConfigDict, workdir: str):
+def _cache_dir(data_config) -> str:
+  """Where the encoded corpus goes: config.data.cache_dir, else a temporary directory removed at exit.
+
+  Not the workdir: the task is built before the loop claims the workdir, and a wrong command must leave it be.
+  """
+  if data_config.cache_dir:
+    return os.path.expanduser(os.path.expandvars(data_config.cache_dir))
+  directory = tempfile.mkdtemp(prefix='skip_thoughts_corpus_')
+  atexit.register(shutil.rmtree, directory, True)
+  return directory
+
+
+def load_corpus(config: ml_collections.ConfigDict):
   """(tokens, offsets, vocab, train centres, valid centres) of `config.data`."""
   data = config.data
   if data.source == 'procedural':
@@ -108,7 +122,7 @@ def load_corpus(config: ml_collections.ConfigDict, workdir: str):
     tokens, offsets = text_lib.flatten(text_lib.encode(s, ids) for s in sentences)
     cut = 5 * data.num_stories  # Five sentences a story; the held-out stories come last.
   else:
-    tokens, offsets, vocab = data_lib.read_text_corpus(data.dir, data.vocab_size, os.path.join(workdir, 'corpus'))
+    tokens, offsets, vocab = data_lib.read_text_corpus(data.dir, data.vocab_size, _cache_dir(data))
     n = len(offsets) - 1
     cut = n - min(max(3, n // 100), 10_000)  # The last 1% (at most 10,000 sentences) is held out.
   train = data_lib.valid_centres(offsets, data.max_len, 0, cut)
@@ -133,13 +147,16 @@ def eval_directory(config: ml_collections.ConfigDict) -> str:
   return procedural.write_eval_dir(directory, config.data.seed, config.eval.per_class, tuple(config.eval.sick_sizes))
 
 
-def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
+def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """Loads (or generates) the corpus and the downstream sets and returns the Task for the loop."""
-  tokens, offsets, vocab, train, valid = load_corpus(config, workdir)
-  make = functools.partial(data_lib.TripleSource, tokens, offsets, batch_size=config.batch_size)
+  tokens, offsets, vocab, train, valid = load_corpus(config)
+  make = functools.partial(
+    data_lib.TripleSource, tokens, offsets, batch_size=config.batch_size, pad_multiple=config.data.pad_multiple
+  )
   evaluators = {}
   if config.eval.tasks:
-    evaluators['downstream'] = downstream_evaluator(config.eval, vocab, eval_directory(config))
+    eval_dir = eval_directory(config)
+    evaluators['downstream'] = downstream_evaluator(config.eval, vocab, eval_dir, config.data.pad_multiple)
   return loop.Task(
     build_model=functools.partial(build_model, config.model, len(vocab)),
     loss_fn=loss_fn,
@@ -189,11 +206,11 @@ def load_trained_model(workdir: str, which: str | int = 'latest') -> tuple[SkipT
   config = loop.read_config(workdir)
   vocab = loop.read_task_metadata(workdir).get('vocab')
   if not vocab:
-    raise FileNotFoundError(f'{workdir} records no vocabulary (task.json): was it trained by experiments.skip_thoughts?')
+    raise FileNotFoundError(f'{workdir} has no vocabulary (task.json): was it trained by experiments.skip_thoughts?')
   return loop.load_model(workdir, functools.partial(build_model, config.model, len(vocab)), which), vocab
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains and evaluates the skip-thoughts model of `config` in `workdir` (resuming it); returns the final metrics."""
   validate(config)
-  return loop.train(config, workdir, build_task(config, workdir))
+  return loop.train(config, workdir, build_task(config))
