@@ -92,6 +92,13 @@ def _write(name: str, text: str) -> Callable:
   return setup
 
 
+def _write_tmp(name: str, text: str) -> Callable:
+  def setup(tmp, workdir):
+    (tmp / name).write_text(text)
+
+  return setup
+
+
 def _a_file(tmp, workdir):
   (tmp / 'afile').write_text('x')
 
@@ -103,7 +110,8 @@ def _read_only(tmp, workdir):
   os.chmod(tmp / 'ro', 0o555)
 
 
-M, D = 'mnist', 'draw'
+M, D, S = 'mnist', 'draw', 'skip_thoughts'
+ST_SMOKE = 'configs/skip_thoughts.py:smoke'
 CASES = [
   # The config file and its variants.
   Case('config-missing', M, ('--config', 'configs/mnsit.py'), 2, 'configs/mnsit.py: no such file. Fix: name a config'),
@@ -231,6 +239,22 @@ CASES = [
     setup=_write('notes.txt', 'mine'),
   ),
   Case('workdir-locked', M, ('--config', MNIST_SMOKE), 3, 'Another process is training', workdir='empty'),
+  # Skip-thoughts: its variants, its corpus directory, its downstream settings.
+  Case('variant-typo-st', S, ('--config', 'configs/skip_thoughts.py:nrom=ln'), 2, "Unknown config variant 'nrom'"),
+  Case('norm-st', S, ('--config', ST_SMOKE, '--config.model.norm=bn'), 2, 'Fix: e.g. --config.model.norm=ln'),
+  Case('text-no-dir', S, ('--config', ST_SMOKE + ',source=text'), 2, 'Fix: --config.data.dir=DIR'),
+  Case('text-empty-dir', S, ('--config', ST_SMOKE + ',source=text', '--config.data.dir={tmp}'), 2, 'no *.txt files'),
+  Case(
+    'text-too-short',
+    S,
+    ('--config', ST_SMOKE + ',source=text', '--config.data.dir={tmp}'),
+    2,
+    'holds 2 sentences; a triple needs 3',
+    setup=_write_tmp('corpus.txt', 'one sentence .\nanother one .\n'),
+  ),
+  Case('eval-every-st', S, ('--config', ST_SMOKE, '--config.eval.every_steps=3'), 2, 'set only --config.eval.every'),
+  Case('eval-dir-st', S, ('--config', ST_SMOKE, '--config.eval.dir={tmp}/none'), 2, 'config.eval.dir='),
+  Case('workdir-other-experiment-st', S, ('--config', ST_SMOKE), 3, 'different config', workdir='trained'),
   # Training.
   Case(
     'diverged',

@@ -14,7 +14,8 @@ from flax import nnx
 
 from configs import draw as draw_config
 from configs import mnist as mnist_config
-from experiments import draw, loop, mnist
+from configs import skip_thoughts as skip_thoughts_config
+from experiments import draw, loop, mnist, skip_thoughts
 
 
 def first_batch(config, task) -> dict[str, np.ndarray]:
@@ -114,6 +115,43 @@ def test_draw_step_feeds_the_model_the_step_batch_key_and_update(tmp_path):
   # The loss has a KL term, so it depends on the posterior sample: a different key would give another value.
   other = draw.loss_fn(nnx.merge(graph, params, rest), {'image': jnp.asarray(batch['image'])}, jax.random.key(1))[0]
   assert not np.isclose(float(other), float(loss), rtol=1e-6)
+  trained = nnx.split(loop.load_model(str(tmp_path), task), nnx.Param, ...)[1]
+  for path, value in jax.tree_util.tree_flatten_with_path(trained)[0]:
+    np.testing.assert_allclose(value, want[path], rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_skip_thoughts_step_is_clipped_theano_adam_on_the_length_grouped_first_batch(tmp_path):
+  config = one_step_config(skip_thoughts_config.get_config, 'smoke,norm=ln')
+  with config.unlocked():
+    config.eval.tasks = ()  # Only the training step is checked here.
+  task = skip_thoughts.build_task(config)
+  init = loop.init_model(config, task)
+  graph, params, rest = nnx.split(init, nnx.Param, ...)
+  # The source's own order (the authors' iterator: one centre length per batch), not a uniform permutation.
+  idx = task.train_data.order(config.seed, 0)[: config.batch_size]
+  batch = task.train_data.batch(idx)
+  assert len(set(task.train_data.centre_lengths[idx])) == 1
+
+  def loss_of(p):
+    return skip_thoughts.loss_fn(nnx.merge(graph, p, rest), jax.tree.map(jnp.asarray, batch), step_key(config))[0]
+
+  loss, grads = jax.value_and_grad(loss_of)(params)
+  flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  flat_grads = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+  opt = config.optimizer
+  # Global-norm clipping to 5 (the summed loss's gradient is far larger), then the Theano code's Adam at t = 1:
+  # m = 0.1 g, v = 0.001 g^2, times sqrt(1 - 0.001) / (1 - 0.1).
+  norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in flat_grads.values()))
+  assert norm > opt.grad_clip_norm
+  factor = np.sqrt(1 - (1 - opt.b2)) / (1 - (1 - opt.b1))
+  want = {}
+  for path, p in flat_params.items():
+    g = np.asarray(flat_grads[path], np.float64) * opt.grad_clip_norm / norm
+    m, v = (1 - opt.b1) * g, (1 - opt.b2) * g**2
+    want[path] = np.asarray(p, np.float64) - opt.learning_rate * factor * m / (np.sqrt(v) + opt.eps)
+
+  final = skip_thoughts.train_and_evaluate(config, str(tmp_path))
+  np.testing.assert_allclose(final['train/loss'], float(loss), rtol=1e-5)
   trained = nnx.split(loop.load_model(str(tmp_path), task), nnx.Param, ...)[1]
   for path, value in jax.tree_util.tree_flatten_with_path(trained)[0]:
     np.testing.assert_allclose(value, want[path], rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))

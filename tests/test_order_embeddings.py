@@ -159,7 +159,7 @@ def test_coco_reader_on_written_files(tmp_path):
   vocab = data.vocabulary(splits, dev_images=1)
   assert 'train' in vocab and 'val' in vocab and 'test' not in vocab  # Train + dev words only.
   assert min(vocab.values()) == 2 and vocab['a'] == 2  # By decreasing count; 0 is EOS and 1 unknown.
-  assert text.encode(['a test caption'], vocab)[0].tolist() == [2, text.UNK, vocab['caption']]
+  assert text.encode_sentences(['a test caption'], vocab)[0].tolist() == [2, text.UNK, vocab['caption']]
 
 
 def test_coco_reader_names_a_captions_file_without_5_lines_per_image(tmp_path):
@@ -173,7 +173,7 @@ def test_coco_reader_names_a_captions_file_without_5_lines_per_image(tmp_path):
 
 def test_training_order_pairs_each_image_once_with_one_of_its_captions():
   split = data.procedural_split(40, seed=5)
-  tokens = text.encode(split.captions, data.text.build_vocabulary(split.captions))
+  tokens = text.encode_sentences(split.captions, data.text.build_vocabulary(split.captions))
   source = data.TrainSource(split, tokens, pad_multiple=8)
   order = source.order(0, 3)
   assert len(source) == 40 and sorted(order // 5) == list(range(40))

@@ -73,7 +73,19 @@ def test_the_readme_has_commands_of_every_kind():
   assert all(c[0] == '-m' for c in COMMANDS), [c for c in COMMANDS if c[0] != '-m']
 
 
-@pytest.mark.parametrize('args', [c for c in COMMANDS if c[1].startswith('experiments.')], ids=' '.join)
+# Tools that read a trained workdir (evaluate, pictures, sample) rather than train: `--help` must work.
+TOOLS = ('.evaluate', '.pictures', '.sample')
+TRAINING = [c for c in COMMANDS if c[1].startswith('experiments.') and not c[1].endswith(TOOLS)]
+
+
+@pytest.mark.parametrize('module', sorted({c[1] for c in COMMANDS if c[1].endswith(TOOLS)}))
+def test_tool_command_exists(module):
+  command = [sys.executable, '-m', module, '--help']
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0 and 'usage' in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('args', TRAINING, ids=' '.join)
 def test_experiment_command_parses(args, tmp_path):
   args = [*_replace(args, '--workdir', str(tmp_path / 'run')), '--dry_run']
   result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)

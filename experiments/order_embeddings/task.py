@@ -127,7 +127,7 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   splits = data.load_splits(config.data)
   dev_images = min(config.eval.dev_images, splits['val'].num_images)
   vocab = data.vocabulary(splits, dev_images)
-  tokens = {s: text.encode(split.captions, vocab) for s, split in splits.items()}
+  tokens = {s: text.encode_sentences(split.captions, vocab) for s, split in splits.items()}
   image_features = splits['train'].features(np.arange(1)).shape[1]
   vocab_size = len(vocab) + 2
   return loop.Task(
