@@ -257,7 +257,7 @@ def _read_questions(files, top_n: int, min_count: int) -> QAData:
       examples = [(top_sentences(p, q, top_n), q, a) for p, q, a in examples]
     parsed[split] = examples
   train = parsed['train']
-  counts = count_words(w for p, q, _ in train for w in (*p, *q))
+  counts = count_words((*p, *q) for p, q, _ in train)
   entities = {w for w in counts if ENTITY_MARK in w} | {a for ex in parsed.values() for _, _, a in ex}
   vocab = build_vocabulary(counts, min_count=min_count, always=entities | {PLACEHOLDER})
   index = {w: i for i, w in enumerate(vocab)}
