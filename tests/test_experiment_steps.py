@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from configs import attentive_reader as ar_config
 from configs import draw as draw_config
 from configs import mnist as mnist_config
-from experiments import draw, loop, mnist
+from experiments import attentive_reader, draw, loop, mnist
 
 
 def first_batch(config, task) -> dict[str, np.ndarray]:
@@ -114,6 +115,45 @@ def test_draw_step_feeds_the_model_the_step_batch_key_and_update(tmp_path):
   # The loss has a KL term, so it depends on the posterior sample: a different key would give another value.
   other = draw.loss_fn(nnx.merge(graph, params, rest), {'image': jnp.asarray(batch['image'])}, jax.random.key(1))[0]
   assert not np.isclose(float(other), float(loss), rtol=1e-6)
+  trained = nnx.split(loop.load_model(str(tmp_path), task), nnx.Param, ...)[1]
+  for path, value in jax.tree_util.tree_flatten_with_path(trained)[0]:
+    np.testing.assert_allclose(value, want[path], rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_attentive_reader_step_permutes_entities_with_the_step_key_and_applies_clipped_adam(tmp_path):
+  # BN-everywhere: the variant with the most parts (BN-LSTMs with a step counter in the carry, masked BN layers).
+  config = one_step_config(ar_config.get_config, 'smoke,norm=bn_everywhere')
+  config.optimizer.grad_clip_norm = 0.5  # Small enough that the code's clipping rule acts on this step.
+  task = attentive_reader.build_task(config)
+  init = loop.init_model(config, task)
+  graph, params, rest = nnx.split(init, nnx.Param, ...)
+  idx = np.random.default_rng([config.seed, 0]).permutation(len(task.train_data))[: config.batch_size]
+  batch = {k: jnp.asarray(v) for k, v in task.train_data.batch(idx).items()}
+  key = step_key(config)
+  # By hand: one permutation of the entity ids from the first half of the step key, dropout from the second.
+  permute_key, dropout_key = jax.random.split(key)
+  data = attentive_reader.load_data(config.data)
+  ents = data.entity_ids
+  perm = ents[np.asarray(jax.random.permutation(permute_key, len(ents)))]
+  table = np.arange(len(data.vocab))
+  table[ents] = perm
+  permuted = {**batch, **{k: jnp.asarray(table[np.asarray(batch[k])]) for k in ('passage', 'query', 'answer')}}
+
+  def loss_of(p):
+    logits, _ = nnx.merge(graph, p, rest)(permuted, dropout_key)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), permuted['answer'][:, None], 1))
+
+  loss, grads = jax.value_and_grad(loss_of)(params)
+  flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  flat_grads = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+  n = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in flat_grads.values()))
+  c = config.optimizer.grad_clip_norm
+  assert n > c * c  # The rule: gradients times c / sqrt(n) once the global norm n exceeds c^2.
+  clipped = {k: np.asarray(g, np.float64) * c / np.sqrt(n) for k, g in flat_grads.items()}
+  want = adam_first_step(flat_params, clipped, config.optimizer)
+
+  final = attentive_reader.train_and_evaluate(config, str(tmp_path))
+  np.testing.assert_allclose(final['train/loss'], float(loss), rtol=1e-5)
   trained = nnx.split(loop.load_model(str(tmp_path), task), nnx.Param, ...)[1]
   for path, value in jax.tree_util.tree_flatten_with_path(trained)[0]:
     np.testing.assert_allclose(value, want[path], rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))

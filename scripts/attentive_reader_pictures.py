@@ -1,0 +1,82 @@
+"""Figure 2 and attention pictures of attentive reader runs, from their workdirs.
+
+  python -m scripts.attentive_reader_pictures runs/fig2/norm=* [--out DIR] [--num_examples 3] [--which best]
+
+Writes `figure2.png` (validation error against training steps, one curve per run, from metrics.jsonl) into `--out`
+(default: the first run's parent) and, for each run, `attention.png` in its workdir: the first validation passages
+with each token shaded by the model's attention, the query, and the predicted and true answers. The validation data
+are rebuilt from the run's config (procedural data are regenerated; file sources are read again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from experiments import console, loop
+from experiments.attentive_reader import data as qa_data
+from experiments.attentive_reader.pictures import attention_figure
+from experiments.attentive_reader.task import load_data, load_trained_model
+from scripts import plot
+
+
+def attention_examples(workdir: str, num_examples: int, which: str = 'best') -> list[dict]:
+  """The first `num_examples` validation questions as `attention_figure` wants them, under the run's model."""
+  model, vocab = load_trained_model(workdir, which)
+  config = loop.read_config(workdir)
+  split = load_data(config.data).splits['valid']
+  batch = qa_data.QASource(split).batch(np.arange(min(num_examples, len(split))))
+  logits, alpha = model(batch)
+  out = []
+  for i, predicted in enumerate(np.asarray(logits).argmax(-1)):
+    n, m = batch['passage_length'][i], batch['query_length'][i]
+    out.append(
+      {
+        'passage': [vocab[t] for t in batch['passage'][i, :n]],
+        'alpha': np.asarray(alpha)[i, :n],
+        'query': [vocab[t] for t in batch['query'][i, :m]],
+        'predicted': vocab[predicted],
+        'answer': vocab[batch['answer'][i]],
+      }
+    )
+  return out
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('workdirs', nargs='+', help='Attentive reader run directories (or a sweep root).')
+  parser.add_argument('--out', help="Where figure2.png goes (default: the first run's parent directory).")
+  parser.add_argument('--num_examples', type=int, default=3)
+  parser.add_argument('--which', default='best', help="'best', 'latest' or a kept step.")
+  args = parser.parse_args(argv)
+  console.quiet()
+  runs = plot.find_runs(args.workdirs)
+  if not runs:
+    print(
+      f'Error: no workdirs with metrics.jsonl in {args.workdirs}. Train one first: python -m '
+      'experiments.attentive_reader --config configs/attentive_reader.py --workdir DIR',
+      file=sys.stderr,
+    )
+    return 1
+  out = args.out or os.path.dirname(os.path.abspath(runs[0]))
+  os.makedirs(out, exist_ok=True)
+  paths = [os.path.join(out, 'figure2.png')]
+  plot.make_figure(runs, 'curves', 'step', ['eval/valid/error']).savefig(paths[0], dpi=120)
+  which = int(args.which) if args.which.isdigit() else args.which
+  for run in runs:
+    try:
+      fig = attention_figure(attention_examples(run, args.num_examples, which))
+    except FileNotFoundError as e:
+      print(f'Skipping {run}: {e}', file=sys.stderr)
+      continue
+    paths.append(os.path.join(run, 'attention.png'))
+    fig.savefig(paths[-1], dpi=110)
+  print('\n'.join(paths))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
