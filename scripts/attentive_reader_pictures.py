@@ -45,15 +45,35 @@ def attention_examples(workdir: str, num_examples: int, which: str = 'best') -> 
   return out
 
 
+def summary_table(runs: list[str], at_steps: list[int], reach: list[float]) -> str:
+  """A Markdown table: each run's validation error at `at_steps`, its best and when, the first step <= each `reach`."""
+  head = ['run', *(f'step {s}' for s in at_steps), 'best (step)', *(f'first step <= {r}' for r in reach)]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for path in runs:
+    run = plot.load_run(path)
+    points = dict(zip(*plot.series(run, 'eval/valid/error', 'step'), strict=True))
+    if not points:
+      continue
+    at = [f'{points[s]:.3f}' if s in points else '-' for s in at_steps]
+    best = min(points, key=lambda s: (points[s], s))
+    first = [next((f'{s:.0f}' for s in sorted(points) if points[s] <= r), 'never') for r in reach]
+    lines.append(
+      f'| {os.path.basename(path)} | ' + ' | '.join([*at, f'{points[best]:.3f} ({best:.0f})', *first]) + ' |'
+    )
+  return '\n'.join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('workdirs', nargs='+', help='Attentive reader run directories (or a sweep root).')
   parser.add_argument('--out', help="Where figure2.png goes (default: the first run's parent directory).")
   parser.add_argument('--num_examples', type=int, default=3)
   parser.add_argument('--which', default='best', help="'best', 'latest' or a kept step.")
+  parser.add_argument('--at_steps', type=int, nargs='*', default=[1000, 2000, 3000], help='Table columns.')
+  parser.add_argument('--reach', type=float, nargs='*', default=[0.7, 0.6], help='"First step <= error" columns.')
   args = parser.parse_args(argv)
   console.quiet()
-  runs = plot.find_runs(args.workdirs)
+  runs = [r for r in plot.find_runs(args.workdirs) if os.path.isfile(os.path.join(r, 'metrics.jsonl'))]
   if not runs:
     print(
       f'Error: no workdirs with metrics.jsonl in {args.workdirs}. Train one first: python -m '
@@ -74,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
       continue
     paths.append(os.path.join(run, 'attention.png'))
     fig.savefig(paths[-1], dpi=110)
+  print(summary_table(runs, args.at_steps, args.reach))
   print('\n'.join(paths))
   return 0
 
