@@ -100,12 +100,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.valid_size = 64
     config.model.dim = 16
     config.batch_size = 16
-    config.num_train_steps = 8
-    config.log_every_steps = 4
-    config.eval_every_steps = 4
-    config.checkpoint_every_steps = 4
-    config.steps_per_dispatch = 4
-    config.eval_batch_size = 32
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.steps_per_dispatch = 2
+    config.eval_batch_size = 64
   return config
 
 

@@ -126,7 +126,7 @@ def test_attentive_reader_step_permutes_entities_with_the_step_key_and_applies_c
   config.optimizer.grad_clip_norm = 0.5  # Small enough that the code's clipping rule acts on this step.
   task = attentive_reader.build_task(config)
   init = loop.init_model(config, task)
-  graph, params, rest = nnx.split(init, nnx.Param, ...)
+  params = nnx.state(init, nnx.Param)
   idx = np.random.default_rng([config.seed, 0]).permutation(len(task.train_data))[: config.batch_size]
   batch = {k: jnp.asarray(v) for k, v in task.train_data.batch(idx).items()}
   key = step_key(config)
@@ -139,11 +139,11 @@ def test_attentive_reader_step_permutes_entities_with_the_step_key_and_applies_c
   table[ents] = perm
   permuted = {**batch, **{k: jnp.asarray(table[np.asarray(batch[k])]) for k in ('passage', 'query', 'answer')}}
 
-  def loss_of(p):
-    logits, _ = nnx.merge(graph, p, rest)(permuted, dropout_key)
+  def loss_of(model):  # BN statistics move inside, so differentiate a copy of the model, not merged arrays.
+    logits, _ = model(permuted, dropout_key)
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), permuted['answer'][:, None], 1))
 
-  loss, grads = jax.value_and_grad(loss_of)(params)
+  loss, grads = nnx.value_and_grad(loss_of)(nnx.clone(init))
   flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   flat_grads = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
   n = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in flat_grads.values()))
@@ -154,6 +154,14 @@ def test_attentive_reader_step_permutes_entities_with_the_step_key_and_applies_c
 
   final = attentive_reader.train_and_evaluate(config, str(tmp_path))
   np.testing.assert_allclose(final['train/loss'], float(loss), rtol=1e-5)
+  # The learned initial h is the same for every example, so BN's batch statistics cancel W_h h0 at step 0: its
+  # gradient is zero but for rounding, which Adam's sign-like first step amplifies. Those two are checked apart.
+  h0 = {k for k in flat_grads if jax.tree_util.keystr(k) in ("['passage_h0'].value", "['query_h0'].value")}
+  assert len(h0) == 2 and all(np.abs(np.asarray(flat_grads[k])).max() < 1e-5 for k in h0)
+  cancelled = h0
   trained = nnx.split(loop.load_model(str(tmp_path), task), nnx.Param, ...)[1]
   for path, value in jax.tree_util.tree_flatten_with_path(trained)[0]:
-    np.testing.assert_allclose(value, want[path], rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+    if path in cancelled:
+      np.testing.assert_allclose(value, flat_params[path], atol=2 * config.optimizer.learning_rate)
+    else:
+      np.testing.assert_allclose(value, want[path], rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))

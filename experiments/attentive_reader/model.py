@@ -46,13 +46,17 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 
 
 class MaskedBatchNorm(nnx.Module):
-  """Batch norm over every valid position (mask 1) of [..., F] inputs, without an offset (the dense layer has one).
+  """Batch norm over every valid position (mask 1) of [..., F] inputs.
 
   Training mode uses the batch statistics and moves running averages towards them; `.eval()` uses the averages.
+  `use_bias`: a learned offset, for a term whose dense layer would otherwise carry a bias (which BN would cancel).
   """
 
-  def __init__(self, num_features: int, *, scale_init: float = 0.1, momentum: float = 0.99, eps: float = 1e-5):
+  def __init__(
+    self, num_features: int, *, scale_init: float = 0.1, use_bias: bool = False, momentum=0.99, eps: float = 1e-5
+  ):
     self.scale = nnx.Param(jnp.full((num_features,), scale_init, jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32)) if use_bias else None
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
     self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
     self.momentum, self.eps, self.use_running_average = momentum, eps, False
@@ -69,7 +73,8 @@ class MaskedBatchNorm(nnx.Module):
       m = self.momentum
       self.mean[...] = m * self.mean[...] + (1 - m) * jax.lax.stop_gradient(mean)
       self.var[...] = m * self.var[...] + (1 - m) * jax.lax.stop_gradient(var)
-    return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...]
+    y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...]
+    return y if self.bias is None else y + self.bias[...]
 
 
 def make_cell(norm: str, dim: int, *, max_steps: int, ln_gain_init: float, bn_gamma: float, rngs: nnx.Rngs):
@@ -133,7 +138,8 @@ class AttentiveReader(nnx.Module):
     self.passage_h0 = nnx.Param(jnp.zeros((dim,), jnp.float32))
     self.query_h0 = nnx.Param(jnp.zeros((dim,), jnp.float32))
     dense = lambda bias=False, out=dim: nnx.Linear(dim, out, use_bias=bias, kernel_init=norm_weight_init, rngs=rngs)
-    self.att_d, self.att_q, self.sim = dense(bias=True), dense(), dense()
+    # Under BN-everywhere the b_d of W_d d_t + b_d is BN's offset: a bias before BN would be cancelled by it.
+    self.att_d, self.att_q, self.sim = dense(bias=norm != 'bn_everywhere'), dense(), dense()
     w_bound = (1.0 / dim) ** 0.5
     self.att_w = nnx.Param(jax.random.uniform(rngs.params(), (dim,), jnp.float32, -w_bound, w_bound))
     self.out_r, self.out_q, self.out_m = dense(), dense(), dense()
@@ -141,7 +147,8 @@ class AttentiveReader(nnx.Module):
     self.logits = dense(bias=True, out=vocab_size)
     if norm == 'bn_everywhere':
       bn = lambda: MaskedBatchNorm(dim, scale_init=bn_gamma)
-      self.bn_att_d, self.bn_att_q, self.bn_out_r, self.bn_out_q, self.bn_out_m = bn(), bn(), bn(), bn(), bn()
+      self.bn_att_d = MaskedBatchNorm(dim, scale_init=bn_gamma, use_bias=True)
+      self.bn_att_q, self.bn_out_r, self.bn_out_q, self.bn_out_m = bn(), bn(), bn(), bn()
 
   def _bn(self, name: str, x: jax.Array, mask: jax.Array) -> jax.Array:
     return getattr(self, name)(x, mask) if self.norm == 'bn_everywhere' else x
