@@ -22,6 +22,7 @@ from test_data_images import write_idx, write_mnist_dir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_SMOKE = 'configs/mnist.py:smoke'
 DRAW_SMOKE = 'configs/draw.py:smoke'
+AR_SMOKE = 'configs/attentive_reader.py:smoke'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +111,19 @@ def _read_only(tmp, workdir):
   os.chmod(tmp / 'ro', 0o555)
 
 
-M, D, S = 'mnist', 'draw', 'skip_thoughts'
+M, D, S, A = 'mnist', 'draw', 'skip_thoughts', 'attentive_reader'
 ST_SMOKE = 'configs/skip_thoughts.py:smoke'
+
+
+def _questions(text: str) -> Callable:
+  def setup(tmp, workdir):
+    for folder in ('training', 'validation'):
+      os.makedirs(tmp / 'data' / 'questions' / folder)
+      (tmp / 'data' / 'questions' / folder / 'q1.question').write_text(text)
+
+  return setup
+
+
 CASES = [
   # The config file and its variants.
   Case('config-missing', M, ('--config', 'configs/mnsit.py'), 2, 'configs/mnsit.py: no such file. Fix: name a config'),
@@ -190,6 +202,19 @@ CASES = [
     setup=_amat('0 1 0\n'),
   ),
   Case('amat-missing', D, ('--config', DRAW_SMOKE + ',source=amat', '--config.data.dir={tmp}'), 2, 'lacks 3 file(s)'),
+  Case('ar-variant-typo', A, ('--config', 'configs/attentive_reader.py:nrom=ln'), 2, "Unknown config variant 'nrom'"),
+  Case('ar-norm', A, ('--config', AR_SMOKE, '--config.model.norm=gn'), 2, 'Fix: e.g. --config.model.norm=ln'),
+  Case('ar-source', A, ('--config', AR_SMOKE + ',source=cnn'), 2, 'choose one of procedural, questions, top4'),
+  Case('ar-no-dir', A, ('--config', AR_SMOKE + ',source=questions'), 2, 'set --config.data.dir'),
+  Case('ar-top4-missing', A, ('--config', AR_SMOKE + ',source=top4', '--config.data.dir={tmp}'), 2, 'lacks dict.pkl'),
+  Case(
+    'ar-question-truncated',
+    A,
+    ('--config', AR_SMOKE + ',source=questions', '--config.data.dir={tmp}/data'),
+    2,
+    'q1.question: expected blocks separated by blank lines',
+    setup=_questions('http://x\n\n@entity0 met @entity1 .\n'),
+  ),
   # The workdir.
   Case('workdir-missing', M, ('--config', MNIST_SMOKE), 2, '--workdir is required'),
   Case(

@@ -1,0 +1,136 @@
+"""Figure 2 and attention pictures of attentive reader runs, from their workdirs.
+
+  python -m scripts.attentive_reader_pictures runs/fig2/norm=* [--out DIR] [--num_examples 3] [--which best]
+
+Writes `figure2.png` (validation error against training steps, one curve per run, from metrics.jsonl) into `--out`
+(default: the first run's parent) and, for each run, `attention.png` in its workdir: the first validation passages
+with each token shaded by the model's attention, the query, and the predicted and true answers. The validation data
+are rebuilt from the run's config (procedural data are regenerated; file sources are read again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from experiments import console, loop
+from experiments.attentive_reader import data as qa_data
+from experiments.attentive_reader.pictures import attention_figure
+from experiments.attentive_reader.task import load_data, load_trained_model
+from scripts import plot
+
+
+def attention_examples(workdir: str, num_examples: int, which: str = 'best') -> list[dict]:
+  """The first `num_examples` validation questions as `attention_figure` wants them, under the run's model."""
+  model, vocab = load_trained_model(workdir, which)
+  config = loop.read_config(workdir)
+  split = load_data(config.data).splits['valid']
+  batch = qa_data.QASource(split).batch(np.arange(min(num_examples, len(split))))
+  logits, alpha = model(batch)
+  out = []
+  for i, predicted in enumerate(np.asarray(logits).argmax(-1)):
+    n, m = batch['passage_length'][i], batch['query_length'][i]
+    out.append(
+      {
+        'passage': [vocab[t] for t in batch['passage'][i, :n]],
+        'alpha': np.asarray(alpha)[i, :n],
+        'query': [vocab[t] for t in batch['query'][i, :m]],
+        'predicted': vocab[predicted],
+        'answer': vocab[batch['answer'][i]],
+      }
+    )
+  return out
+
+
+# Figure 2's legend, in its order, with one colour each.
+LEGEND = {
+  'none': ('LSTM', 'tab:green'),
+  'bn': ('BN-LSTM', 'tab:blue'),
+  'bn_everywhere': ('BN-everywhere', 'tab:purple'),
+}
+LEGEND['ln'] = ('LN-LSTM', 'tab:red')
+
+
+def figure2(runs: list[str]) -> Figure:
+  """Validation error (%) against training steps, one curve per run, labelled by its norm as in Figure 2."""
+  fig = Figure(figsize=(6.4, 4.4))
+  ax = fig.subplots()
+  loaded = [(loop.read_config(r), plot.load_run(r)) for r in runs]
+  order = list(LEGEND)
+  for config, run in sorted(loaded, key=lambda cr: (order.index(cr[0].model.norm), cr[1].name)):
+    label, colour = LEGEND[config.model.norm]
+    if config.model.query_only:
+      label, colour = f'{label}, query only', 'tab:gray'
+    xs, ys = plot.series(run, 'eval/valid/error', 'step')
+    ax.plot(xs, [100 * y for y in ys], label=label, color=colour)
+  ax.set_xlabel('Training steps')
+  ax.set_ylabel('Validation error (%)')
+  ax.set_title(
+    'Attentive reader, procedural cloze data (CPU scale)' if loaded[0][0].data.source == 'procedural' else ''
+  )
+  ax.grid(True, alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  return fig
+
+
+def summary_table(runs: list[str], at_steps: list[int], reach: list[float]) -> str:
+  """A Markdown table: each run's validation error at `at_steps`, its best and when, the first step <= each `reach`."""
+  head = ['run', *(f'step {s}' for s in at_steps), 'best (step)', *(f'first step <= {r}' for r in reach)]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for path in runs:
+    run = plot.load_run(path)
+    points = dict(zip(*plot.series(run, 'eval/valid/error', 'step'), strict=True))
+    if not points:
+      continue
+    at = [f'{points[s]:.3f}' if s in points else '-' for s in at_steps]
+    best = min(points, key=lambda s: (points[s], s))
+    first = [next((f'{s:.0f}' for s in sorted(points) if points[s] <= r), 'never') for r in reach]
+    lines.append(
+      f'| {os.path.basename(path)} | ' + ' | '.join([*at, f'{points[best]:.3f} ({best:.0f})', *first]) + ' |'
+    )
+  return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('workdirs', nargs='+', help='Attentive reader run directories (or a sweep root).')
+  parser.add_argument('--out', help="Where figure2.png goes (default: the first run's parent directory).")
+  parser.add_argument('--num_examples', type=int, default=3)
+  parser.add_argument('--which', default='best', help="'best', 'latest' or a kept step.")
+  parser.add_argument('--at_steps', type=int, nargs='*', default=[1000, 2000, 3000], help='Table columns.')
+  parser.add_argument('--reach', type=float, nargs='*', default=[0.7, 0.6], help='"First step <= error" columns.')
+  args = parser.parse_args(argv)
+  console.quiet()
+  runs = [r for r in plot.find_runs(args.workdirs) if os.path.isfile(os.path.join(r, 'metrics.jsonl'))]
+  if not runs:
+    print(
+      f'Error: no workdirs with metrics.jsonl in {args.workdirs}. Train one first: python -m '
+      'experiments.attentive_reader --config configs/attentive_reader.py --workdir DIR',
+      file=sys.stderr,
+    )
+    return 1
+  out = args.out or os.path.dirname(os.path.abspath(runs[0]))
+  os.makedirs(out, exist_ok=True)
+  paths = [os.path.join(out, 'figure2.png')]
+  figure2(runs).savefig(paths[0], dpi=120)
+  which = int(args.which) if args.which.isdigit() else args.which
+  for run in runs if args.num_examples > 0 else []:
+    try:
+      fig = attention_figure(attention_examples(run, args.num_examples, which))
+    except FileNotFoundError as e:
+      print(f'Skipping {run}: {e}', file=sys.stderr)
+      continue
+    paths.append(os.path.join(run, 'attention.png'))
+    fig.savefig(paths[-1], dpi=110)
+  print(summary_table(runs, args.at_steps, args.reach))
+  print('\n'.join(paths))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
