@@ -36,8 +36,8 @@ import pickle
 
 import numpy as np
 
-from experiments.data import DataError
 from experiments.attentive_reader.vocab import RESERVED, Ragged, build_vocabulary, count_words, encode
+from experiments.data import DataError
 
 SOURCES = ('procedural', 'questions', 'top4')
 PLACEHOLDER = '@placeholder'
