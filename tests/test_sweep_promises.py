@@ -61,7 +61,7 @@ def test_a_rerun_sweep_continues_every_point_in_its_workdir(tmp_path, fake_exper
   argv = [config, '--variant', 'smoke', '--root', str(root), '--jobs', '2', '--module', fake_experiment]
   for _ in range(3):
     assert sweep.main(argv) == 0
-  names = ('norm=ln,batch_size=4', 'norm=bn,batch_size=4')
+  names = ('smoke,norm=ln,batch_size=4', 'smoke,norm=bn,batch_size=4')  # The variant leads the name.
   assert sorted(os.listdir(root)) == sorted([*names, 'logs'])  # The same workdirs, none added.
   for name in names:
     runs = starts(root / name)
@@ -81,7 +81,7 @@ def test_a_signalled_slurm_job_is_requeued_with_the_same_command(tmp_path, fake_
   # A 1-minute limit: far from its end, so the job is not killed by the limit itself, and (as submitit counts it,
   # limit - 10 minutes < 0) any signal is a time-out, which submitit requeues only for a checkpointable function.
   (job,) = sweep.run_submitit(points, str(root), 'local', {'name': 'sweep_test', 'timeout_min': 1})
-  workdir = root / 'norm=ln'
+  workdir = root / points[0].name  # 'smoke,norm=ln'
   deadline = time.time() + 60
   while not (workdir / 'job_pid').exists() or not (workdir / 'job_pid').read_text():
     assert time.time() < deadline and job.state not in ('FAILED', 'FINISHED'), job.stderr()
