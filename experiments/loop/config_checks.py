@@ -6,7 +6,6 @@ Each problem names the field and a fix; all of them are reported at once, before
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Sequence
 
 import ml_collections
@@ -151,6 +150,3 @@ def data_errors(data: ml_collections.ConfigDict):
   except ValueError as e:
     raise ConfigError(f'config.data (source={data.source!r}, dir={data.dir!r}): {e}') from None
 
-
-def is_finite_real(v) -> bool:
-  return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

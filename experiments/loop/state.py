@@ -14,7 +14,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -83,10 +82,3 @@ def abstract_on(parts: Parts, sharding) -> dict[str, Any]:
   """The state's ShapeDtypeStructs placed with `sharding` (what a checkpoint restores into)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), parts.abstract_state)
 
-
-def put(x: np.ndarray | jax.Array, sharding: NamedSharding) -> jax.Array:
-  """Places a host array that every process holds in full; each process supplies its own shards."""
-  if jax.process_count() == 1:
-    return jax.device_put(x, sharding)
-  x = np.asarray(x)
-  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
