@@ -108,12 +108,14 @@ def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Ge
 
 
 def build_vocabulary(sentences: Iterable[str], max_words: int | None = None) -> dict[str, int]:
-  """{word: id} over every token of `sentences` (ids 2, 3, ... by decreasing count); `max_words` keeps the first."""
-  counts = collections.Counter(word for sentence in sentences for word in sentence.split())
-  words = sorted(counts, key=lambda w: (-counts[w], w))
-  if max_words is not None:
-    words = words[:max_words]
-  return {w: i + 2 for i, w in enumerate(words)}
+  """{word: id} over every token of `sentences` (ids 2, 3, ... by decreasing count); `max_words` keeps the first.
+
+  `build_vocab` over space-split sentences, as a map without the reserved entries.
+  """
+  sentences = list(sentences)
+  limit = sum(len(s.split()) for s in sentences) if max_words is None else max_words  # None: every word.
+  ids = word_ids(build_vocab((s.split() for s in sentences), limit + len(RESERVED)))
+  return {w: i for w, i in ids.items() if w not in RESERVED}
 
 
 def encode_sentences(sentences: Sequence[str], vocab: Mapping[str, int]) -> list[np.ndarray]:
