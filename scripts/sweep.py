@@ -2,6 +2,7 @@
 
   python -m scripts.sweep configs/mnist.py --variant smoke --root runs/fig6 --dry-run      # print the commands
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --jobs 2                       # local process pool
+  python -m scripts.sweep configs/mnist.py --root runs/fig6 --seeds 3                      # each point 3 times
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --executor slurm --slurm_partition gpu --gpus_per_node 1
 
 The config file's `sweep(add)` calls `add(**overrides)` once per point (big_vision's convention). A key that the
@@ -136,6 +137,8 @@ def build_points(
   module: str | None = None,
   python: str = sys.executable,
   extra: Sequence[str] = (),
+  seeds: int = 1,
+  more_points: Sequence[dict[str, Any]] = (),
 ) -> list[Point]:
   """Reads the config's sweep and turns each point into its command line.
 
@@ -146,12 +149,18 @@ def build_points(
     module: the experiment module to run; None: experiments.<config file name>.
     python: the interpreter that runs the points.
     extra: `field=value` overrides given to every point (e.g. `data.dir=/usr/share/datasets/fashion-mnist`).
+    seeds: runs per point, with `config.seed` 0, 1, ..., seeds - 1. Seed 0 (the configs' default) keeps the point's
+      name, so a sweep re-run with more seeds adds runs beside the ones it has; seed k > 0 appends `,seed=k`.
+    more_points: overrides of points to run beside the config's grid (e.g. a control run), named the same way.
 
   Returns:
-    The points, in the order `sweep(add)` added them.
+    The points, in the order `sweep(add)` added them (then `more_points`), each point's seeds in a row.
   """
+  if seeds < 1:
+    raise ValueError(f'seeds must be at least 1, got {seeds}.')
   config_module = load_config_module(config_path)
-  all_overrides = collect_points(config_module, config_path)
+  grid = collect_points(config_module, config_path) + [dict(p) for p in more_points]
+  all_overrides = [p if seed == 0 else {**p, 'seed': seed} for p in grid for seed in range(seeds)]
   check_keys(config_module, config_path, variant, all_overrides)
   for item in extra:
     key, has_value, _ = item.partition('=')
@@ -182,6 +191,7 @@ def run_local(points: Sequence[Point], root: str, jobs: int) -> int:
 
   def run(point: Point) -> tuple[Point, int, float, str]:
     log_path = os.path.join(log_dir, point.name + '.log')
+    print(f'  running {point.name} (output in {log_path})', flush=True)
     start = time.monotonic()
     # Appended: a re-run (which resumes) keeps the output of the runs before it.
     with open(log_path, 'a') as log:
@@ -228,13 +238,8 @@ def run_submitit(points: Sequence[Point], root: str, cluster: str, parameters: d
   return executor.map_array(Command(os.getcwd()), [p.argv for p in points])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-    prog='python -m scripts.sweep', description=__doc__.split('\n')[0], formatter_class=argparse.RawTextHelpFormatter
-  )
-  parser.add_argument('config', help='config file with a sweep(add), e.g. configs/mnist.py')
-  parser.add_argument('--variant', help='config variant, passed as --config CONFIG:VARIANT (e.g. smoke)')
-  parser.add_argument('--root', required=True, help='directory holding one workdir per point')
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+  """The executor flags (local pool, SLURM, submitit's local cluster), shared with scripts.reproduce."""
   parser.add_argument(
     '--executor',
     choices=EXECUTORS,
@@ -243,16 +248,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     'run by submitit on this machine (all points at once; for testing)',
   )
   parser.add_argument('--jobs', type=int, default=1, help='local: runs at a time; slurm: array parallelism')
-  parser.add_argument('--dry-run', action='store_true', help='print the commands, launch nothing')
-  parser.add_argument(
-    '--set',
-    dest='extra',
-    action='append',
-    default=[],
-    metavar='FIELD=VALUE',
-    help='config field override for every point (repeatable), e.g. --set data.dir=/usr/share/datasets/fashion-mnist',
-  )
-  parser.add_argument('--module', help='experiment module to run (default: experiments.<config file name>)')
   slurm = parser.add_argument_group('slurm / submitit')
   slurm.add_argument('--slurm_partition')
   slurm.add_argument('--slurm_account')
@@ -260,23 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   slurm.add_argument('--gpus_per_node', type=int)
   slurm.add_argument('--cpus_per_task', type=int)
   slurm.add_argument('--mem_gb', type=float)
-  args = parser.parse_args(argv)
-  if args.jobs < 1:
-    parser.error(f'--jobs must be at least 1, got {args.jobs}.')
 
-  try:
-    points = build_points(args.config, args.variant, args.root, args.module, extra=args.extra)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  if args.dry_run:
-    for point in points:
-      print(shlex.join(point.argv))
-    return 0
+
+def launch(points: Sequence[Point], root: str, args: argparse.Namespace, name: str) -> int:
+  """Runs (local, submitit-local) or submits (slurm) the points as `add_launch_arguments`' flags say.
+
+  Returns:
+    The number of points that failed; 0 once a SLURM array is submitted (its jobs run on after this returns).
+  """
   if args.executor == 'local':
-    return int(run_local(points, args.root, args.jobs) > 0)
-
-  name = os.path.splitext(os.path.basename(args.config))[0]
+    return run_local(points, root, args.jobs)
   parameters = {
     'name': f'sweep_{name}',
     'timeout_min': args.timeout_min,
@@ -289,27 +277,70 @@ def main(argv: Sequence[str] | None = None) -> int:
   }
   cluster = 'local' if args.executor == 'submitit-local' else 'slurm'
   try:
-    jobs = run_submitit(points, args.root, cluster, parameters)
+    jobs = run_submitit(points, root, cluster, parameters)
   except RuntimeError as e:  # submitit's SlurmExecutor raises this where there is no srun.
-    print(
-      f'error: cannot submit to SLURM here ({e}). Launch from a login node of the cluster, or use --executor '
-      'local (a process pool here) or submitit-local.',
-      file=sys.stderr,
-    )
-    return 2
+    raise LaunchError(
+      f'cannot submit to SLURM here ({e}). Launch from a login node of the cluster, or use --executor '
+      'local (a process pool here) or submitit-local.'
+    ) from None
   for point, job in zip(points, jobs, strict=True):
     print(f'{job.job_id}  {point.name}')
-  print(f'submitted {len(jobs)} jobs; logs in {os.path.join(args.root, "submitit")}', flush=True)
+  print(f'submitted {len(jobs)} jobs; logs in {os.path.join(root, "submitit")}', flush=True)
+  failed = 0
   if cluster == 'local':  # submitit cancels local jobs when their Job objects go away: wait for them.
-    failed = 0
     for point, job in zip(points, jobs, strict=True):
       try:
         job.result()
       except Exception as e:  # Report every failed point, not just the first.
         failed += 1
         print(f'{point.name}: FAILED: {str(e).strip().splitlines()[-1]}', file=sys.stderr)
-    return int(failed > 0)
-  return 0
+  return failed
+
+
+class LaunchError(Exception):
+  """The executor cannot start here (e.g. no SLURM); the message says what to use instead."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+    prog='python -m scripts.sweep', description=__doc__.split('\n')[0], formatter_class=argparse.RawTextHelpFormatter
+  )
+  parser.add_argument('config', help='config file with a sweep(add), e.g. configs/mnist.py')
+  parser.add_argument('--variant', help='config variant, passed as --config CONFIG:VARIANT (e.g. smoke)')
+  parser.add_argument('--root', required=True, help='directory holding one workdir per point')
+  parser.add_argument('--seeds', type=int, default=1, help='runs per point, config.seed 0..N-1 (default 1)')
+  parser.add_argument('--dry-run', action='store_true', help='print the commands, launch nothing')
+  parser.add_argument(
+    '--set',
+    dest='extra',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='config field override for every point (repeatable), e.g. --set data.dir=/usr/share/datasets/fashion-mnist',
+  )
+  parser.add_argument('--module', help='experiment module to run (default: experiments.<config file name>)')
+  add_launch_arguments(parser)
+  args = parser.parse_args(argv)
+  if args.jobs < 1:
+    parser.error(f'--jobs must be at least 1, got {args.jobs}.')
+  if args.seeds < 1:
+    parser.error(f'--seeds must be at least 1, got {args.seeds}.')
+
+  try:
+    points = build_points(args.config, args.variant, args.root, args.module, extra=args.extra, seeds=args.seeds)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if args.dry_run:
+    for point in points:
+      print(shlex.join(point.argv))
+    return 0
+  try:
+    failed = launch(points, args.root, args, os.path.splitext(os.path.basename(args.config))[0])
+  except LaunchError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return int(failed > 0)
 
 
 if __name__ == '__main__':
