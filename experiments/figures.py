@@ -224,9 +224,12 @@ def _check(name: str, layout: Layout, runs: Sequence[RunLogs]) -> None:
     missing_keys = [k for k in layout.config_keys if run.config and _get(run.config, k) is None]
     if missing_keys or not logged & set(wanted):
       status = (run.status or {}).get('status')
-      why = f'its config.json has no {", ".join(missing_keys)}' if missing_keys else f'it logged none of {wanted}'
+      if missing_keys:
+        why = f'is not one: its config.json has no {", ".join(missing_keys)}'
+      else:
+        why = f'is not one, or has not evaluated yet: it logged none of {wanted}'
       raise ValueError(
-        f'{name} ({layout.title.split(": ")[0]}) draws runs of {layout.experiment}, but {run.path} is not one: {why}'
+        f'{name} ({layout.title.split(": ")[0]}) draws runs of {layout.experiment}, but {run.path} {why}'
         f'{f" (status: {status})" if status else ""}. It logged: {", ".join(sorted(logged - {"step"}))}.'
       )
   for metric in wanted:
