@@ -232,10 +232,9 @@ def _check(name: str, layout: Layout, runs: Sequence[RunLogs]) -> None:
         f'{name} ({layout.title.split(": ")[0]}) draws runs of {layout.experiment}, but {run.path} {why}'
         f'{f" (status: {status})" if status else ""}. It logged: {", ".join(sorted(logged - {"step"}))}.'
       )
-  for metric in wanted:
-    if not any(row.get(metric) is not None for run in runs for row in run.rows):
-      raise ValueError(f'{name} needs {metric}, which none of {", ".join(r.path for r in runs)} logged.')
-    if not any(row.get(metric) is not None and row.get(layout.x) is not None for run in runs for row in run.rows):
+  for metric in wanted:  # A metric nobody logged (a task the config left out) gets an empty panel, said so there.
+    with_metric = [row for run in runs for row in run.rows if row.get(metric) is not None]
+    if with_metric and not any(row.get(layout.x) is not None for row in with_metric):
       raise ValueError(f'{name} plots {metric} against {layout.x!r}, but no row that has {metric} has {layout.x!r}.')
 
 
@@ -258,7 +257,8 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
     A matplotlib Figure, `fig.axes` one per panel of the layout in order.
 
   Raises:
-    ValueError: naming what is missing when the runs did not log the layout's metrics or are of another experiment.
+    ValueError: naming what is missing when a run logged none of the layout's metrics or is of another experiment.
+      A panel whose metric no run logged (a smoke run evaluates fewer tasks) is drawn empty, with a note.
   """
   if name not in LAYOUTS:
     raise ValueError(f'Unknown figure {name!r}; choose one of {", ".join(LAYOUTS)}.')
@@ -280,6 +280,12 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
   fig = Figure(figsize=(width, 3.9 * rows + 0.5), layout='constrained')
   axes = fig.subplots(rows, layout.columns, squeeze=False).flat
   for ax, panel in zip(axes, layout.panels, strict=True):
+    unlogged = []
+    for line in panel.lines:
+      if not any(series(run, line, layout.x)[0] for run in runs):
+        unlogged.append(line.metric)
+    if unlogged:
+      ax.text(0.5, 0.5, 'not logged by these runs:\n' + '\n'.join(unlogged), transform=ax.transAxes, ha='center')
     for (_, label, colour), run in drawn:
       for line in panel.lines:
         xs, ys, errors = series(run, line, layout.x)
