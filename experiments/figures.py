@@ -79,7 +79,7 @@ BASELINE, LN = 'tab:green', 'tab:red'
 
 LAYOUTS: dict[str, Layout] = {
   'fig1': Layout(
-    title='Figure 1: order-embeddings, validation image retrieval (caption query, rank the images)',
+    title='Figure 1: order-embeddings, recall@K of image retrieval (a caption ranks the images) on the validation set',
     experiment='experiments.order_embeddings',
     x='step',
     xlabel='Updates',
@@ -285,7 +285,14 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
       if not any(series(run, line, layout.x)[0] for run in runs):
         unlogged.append(line.metric)
     if unlogged:
-      ax.text(0.5, 0.5, 'not logged by these runs:\n' + '\n'.join(unlogged), transform=ax.transAxes, ha='center')
+      ax.text(
+        0.5,
+        0.5,
+        'not logged by these runs:\n' + '\n'.join(unlogged),
+        transform=ax.transAxes,
+        ha='center',
+        bbox={'facecolor': 'white', 'edgecolor': '0.8'},
+      )
     for (_, label, colour), run in drawn:
       for line in panel.lines:
         xs, ys, errors = series(run, line, layout.x)
