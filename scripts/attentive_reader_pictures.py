@@ -46,36 +46,9 @@ def attention_examples(workdir: str, num_examples: int, which: str = 'best') -> 
   return out
 
 
-# Figure 2's legend, in its order, with one colour each.
-LEGEND = {
-  'none': ('LSTM', 'tab:green'),
-  'bn': ('BN-LSTM', 'tab:blue'),
-  'bn_everywhere': ('BN-everywhere', 'tab:purple'),
-}
-LEGEND['ln'] = ('LN-LSTM', 'tab:red')
-
-
 def figure2(runs: list[str]) -> Figure:
   """Validation error (%) against training steps, one curve per run, labelled by its norm as in Figure 2."""
-  fig = Figure(figsize=(6.4, 4.4))
-  ax = fig.subplots()
-  loaded = [(loop.read_config(r), plot.load_run(r)) for r in runs]
-  order = list(LEGEND)
-  for config, run in sorted(loaded, key=lambda cr: (order.index(cr[0].model.norm), cr[1].name)):
-    label, colour = LEGEND[config.model.norm]
-    if config.model.query_only:
-      label, colour = f'{label}, query only', 'tab:gray'
-    xs, ys = plot.series(run, 'eval/valid/error', 'step')
-    ax.plot(xs, [100 * y for y in ys], label=label, color=colour)
-  ax.set_xlabel('Training steps')
-  ax.set_ylabel('Validation error (%)')
-  ax.set_title(
-    'Attentive reader, procedural cloze data (CPU scale)' if loaded[0][0].data.source == 'procedural' else ''
-  )
-  ax.grid(True, alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  return fig
+  return plot.make_figure(runs, layout='fig2')
 
 
 def summary_table(runs: list[str], at_steps: list[int], reach: list[float]) -> str:

@@ -1,5 +1,10 @@
 """Paper-style curves from workdirs: reads each run's `metrics.jsonl` and `config.json`, writes one PNG.
 
+  # The paper's Figures 1-5 (experiments/figures.py has their metrics, axes and legends), e.g. Figure 2:
+  python -m scripts.plot runs/fig2 --out fig2.png --layout fig2
+  # fig1: order-embeddings' validation R@1/5/10 vs updates; fig2: attentive reader's validation error vs steps;
+  # fig3: skip-thoughts' downstream scores vs iterations with the paper's "Original" lines; fig4: DRAW's test bound
+  # vs epochs; fig5: handwriting's train and test NLL vs updates (log x).
   # Figure 6: per batch size, training NLL (log y) and test error against epochs, one curve per normalization.
   python -m scripts.plot runs/fig6 --out fig6.png --layout fig6
   # Any metrics against epochs or steps, one curve per run (Figure 4: DRAW's test bound).
@@ -21,7 +26,7 @@ from collections.abc import Iterable, Sequence
 # Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
 from matplotlib.figure import Figure
 
-from experiments import workdir
+from experiments import figures, workdir
 
 X_KEYS = ('step', 'epoch')
 # Figure 6's metric names; the first one a run logged is used, so the figure survives renames in the loop. The
@@ -271,8 +276,24 @@ def plot_curves(runs: Sequence[Run], metrics: Sequence[str] | None = None, x: st
   return fig
 
 
+LAYOUTS = (*figures.LAYOUTS, 'fig6', 'curves')
+
+
 def make_figure(paths: Sequence[str], layout: str = 'curves', x: str | None = None, metrics=None, logy=False) -> Figure:
-  """Loads the runs under `paths` and draws `layout` ('fig6' or 'curves'); x defaults to epoch for fig6, else step."""
+  """Loads the runs under `paths` and draws `layout` (one of LAYOUTS).
+
+  fig1 ... fig5 are drawn as the paper's (`experiments.figures.LAYOUTS`: fixed metrics and x); fig6 takes `metrics`
+  (training NLL, test error) and `x` (default epoch); curves takes any `metrics`, `x` (default step) and `logy`.
+  Raises ValueError naming what is missing when the runs did not log what the layout draws.
+  """
+  if layout in figures.LAYOUTS:
+    paper = figures.LAYOUTS[layout]
+    if metrics or logy or (x and x != paper.x):
+      raise ValueError(
+        f"--layout {layout} draws the paper's metrics against {paper.x}; --metrics, --x and --logy are for "
+        '--layout curves (and fig6).'
+      )
+    return figures.draw(layout, [figures.load(p) for p in find_runs(paths)])
   runs = [load_run(p) for p in find_runs(paths)]
   if layout == 'fig6':
     if metrics and len(metrics) != 2:
@@ -280,14 +301,14 @@ def make_figure(paths: Sequence[str], layout: str = 'curves', x: str | None = No
     return plot_fig6(runs, x or 'epoch', *(metrics or (None, None)))
   if layout == 'curves':
     return plot_curves(runs, metrics, x or 'step', logy)
-  raise ValueError(f'Unknown layout {layout!r}; choose fig6 or curves.')
+  raise ValueError(f'Unknown layout {layout!r}; choose one of {", ".join(LAYOUTS)}.')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m scripts.plot', description=__doc__.split('\n')[0])
   parser.add_argument('rundirs', nargs='+', metavar='RUNDIR', help='workdirs, or sweep roots holding workdirs')
   parser.add_argument('--out', required=True, help='PNG file to write')
-  parser.add_argument('--layout', choices=('fig6', 'curves'), default='curves')
+  parser.add_argument('--layout', choices=LAYOUTS, default='curves', help="a paper figure's layout, or any curves")
   parser.add_argument('--x', choices=X_KEYS, default=None, help='x axis (default: epoch for fig6, step for curves)')
   parser.add_argument(
     '--metrics',

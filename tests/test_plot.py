@@ -2,12 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from scripts import plot
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NORMS = {'bn': 'BatchNorm', 'none': 'Baseline', 'ln': 'LayerNorm'}
 
 
@@ -195,3 +198,191 @@ def test_a_single_point_gets_a_marker_and_curves_get_words(tmp_path):
   assert (ax.get_xlabel(), ax.get_ylabel()) == ('Training step', 'Test bound (nats)')
   markers = {line.get_label(): line.get_marker() for line in ax.get_lines()}
   assert markers == {'LayerNorm': 'o', 'Baseline': 'None'}
+
+
+# The paper's Figures 1-5 (experiments/figures.py), from workdirs written here in the shapes the experiments write.
+
+
+def legend_texts(ax):
+  return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def data_of(ax, label):
+  """(x, y) of the line labelled `label`, also where it is an errorbar's (whose container holds the label)."""
+  bars = {c.get_label(): c.lines[0] for c in ax.containers}
+  line = bars.get(label) or lines_by_label(ax)[label]
+  return list(line.get_xdata()), list(line.get_ydata())
+
+
+def write_runs(root, runs: dict[str, tuple[dict, list[dict]]]):
+  for name, (config, rows) in runs.items():
+    write_run(root / name, config, rows)
+  return str(root)
+
+
+def recall_rows(offset: float):
+  """Train rows every 50 steps, a validation R@K row every 100 steps, and the loop's final best/* row."""
+  rows = [{'step': s, 'train/loss': 10.0 - s / 100} for s in (50, 100, 150, 200)]
+  for s in (100, 200):
+    rows.append({'step': s, 'epoch': s / 100, **{f'eval/val/image_r{k}': offset + k + s / 100 for k in (1, 5, 10)}})
+  rows.append({'step': 200, 'best/eval/val/image_r1': 99.0})  # Not the curve: best/* is the selected model's.
+  return rows
+
+
+def test_fig1_recall_at_k_of_image_retrieval_against_updates(tmp_path):
+  root = write_runs(
+    tmp_path,
+    {
+      'model=oe,norm=ln': ({'model': {'model': 'oe', 'norm': 'ln', 'margin': 0.05}}, recall_rows(20.0)),
+      'model=oe,norm=none': ({'model': {'model': 'oe', 'norm': 'none', 'margin': 0.05}}, recall_rows(10.0)),
+    },
+  )
+  fig = plot.make_figure([root], layout='fig1')
+  assert [ax.get_title() for ax in fig.axes] == ['R@1', 'R@5', 'R@10']
+  assert [ax.get_ylabel() for ax in fig.axes] == [f'Validation image retrieval R@{k} (%)' for k in (1, 5, 10)]
+  assert all(ax.get_xlabel() == 'Updates' and ax.get_xscale() == 'linear' for ax in fig.axes)
+  assert legend_texts(fig.axes[0]) == ['Order-Embedding', 'Order-Embedding + LN']  # The paper's order and names.
+  for ax, k in zip(fig.axes, (1, 5, 10), strict=True):
+    assert len(ax.get_lines()) == 2
+    assert data_of(ax, 'Order-Embedding') == ([100, 200], [10 + k + 1, 10 + k + 2])
+    assert data_of(ax, 'Order-Embedding + LN') == ([100, 200], [20 + k + 1, 20 + k + 2])
+    assert all(line.get_marker() == 'o' for line in ax.get_lines())
+  # A run that did not log one of the three recalls: that panel is empty and says which metric it lacks.
+  rows = [{k: v for k, v in r.items() if k != 'eval/val/image_r5'} for r in recall_rows(0.0)]
+  write_run(tmp_path / 'no_r5', {'model': {'model': 'oe', 'norm': 'ln', 'margin': 0.05}}, rows)
+  r1, r5, _ = plot.make_figure([str(tmp_path / 'no_r5')], layout='fig1').axes
+  assert len(r1.get_lines()) == 1 and not r1.texts
+  assert not r5.get_lines() and [t.get_text() for t in r5.texts] == ['not logged by these runs:\neval/val/image_r5']
+
+
+def reader_rows(errors: list[float]):
+  rows = [{'step': 50, 'train/error': 0.9}]
+  return rows + [{'step': 250 * (i + 1), 'eval/valid/error': e, 'eval/valid/nll': 2.0} for i, e in enumerate(errors)]
+
+
+def test_fig2_validation_error_against_steps_one_curve_per_norm_as_the_papers_legend(tmp_path):
+  reader = lambda norm, query_only=False: {'model': {'norm': norm, 'query_only': query_only}, 'data': {'source': 'x'}}
+  root = write_runs(
+    tmp_path / 'fig2',
+    {
+      'norm=ln': (reader('ln'), reader_rows([0.8, 0.5])),
+      'norm=none': (reader('none'), reader_rows([0.8, 0.7])),
+      'norm=bn_everywhere': (reader('bn_everywhere'), reader_rows([0.9, 0.6])),
+      'norm=bn': (reader('bn'), reader_rows([0.85, 0.75])),
+      'norm=ln,query_only=True': (reader('ln', True), reader_rows([0.95, 0.94])),
+    },
+  )
+  fig = plot.make_figure([root], layout='fig2')
+  (ax,) = fig.axes
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ('Training steps', 'Validation error (%)')
+  assert legend_texts(ax) == ['LSTM', 'BN-LSTM', 'BN-everywhere', 'LN-LSTM', 'LN-LSTM, query only (control)']
+  assert data_of(ax, 'LN-LSTM') == ([250, 500], [80.0, 50.0])  # In percent.
+  assert data_of(ax, 'LN-LSTM, query only (control)') == ([250, 500], [95.0, 94.0])
+  assert fig.get_suptitle() == 'Figure 2: attentive reader, validation curves (data: x)'
+  # Without config.json, the sweep's directory names say what a run is.
+  write_run(tmp_path / 'bare' / 'norm=ln,query_only', None, reader_rows([0.9]))
+  (ax,) = plot.make_figure([str(tmp_path / 'bare')], layout='fig2').axes
+  assert legend_texts(ax) == ['LN-LSTM, query only (control)']
+  assert lines_by_label(ax)['LN-LSTM, query only (control)'].get_marker() == 'o'  # One eval point (smoke): visible.
+
+
+def test_a_paper_layout_given_another_experiments_runs_says_so(fig6_root, tmp_path, capsys):
+  # MNIST logs eval/valid/error too: the config tells the attentive reader's runs apart.
+  mnist_run = str(fig6_root / 'run0')
+  with open(os.path.join(mnist_run, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps({'step': 70, 'eval/valid/error': 0.1}) + '\n')
+  with pytest.raises(ValueError, match=r'fig2 \(Figure 2\) draws runs of experiments.attentive_reader, but .*run0 is '):
+    plot.make_figure([mnist_run], layout='fig2')
+  with pytest.raises(
+    ValueError, match=r'run0 is not one, or has not evaluated yet: it logged none of \[.eval/test/nll_bound.\]'
+  ):
+    plot.make_figure([mnist_run], layout='fig4')
+  assert plot.main([mnist_run, '--layout', 'fig5', '--out', str(tmp_path / 'x.png')]) == 1
+  err = capsys.readouterr().err
+  assert (
+    err.startswith('error: fig5 (Figure 5) draws runs of experiments.handwriting') and 'model.window_mixtures' in err
+  )
+  assert not (tmp_path / 'x.png').exists()
+  with pytest.raises(ValueError, match='--metrics, --x and --logy are for --layout curves'):
+    plot.make_figure([mnist_run], layout='fig2', metrics=['eval/valid/error'])
+
+
+def downstream_rows(base: float):
+  rows = []
+  for i, step in enumerate((4, 8)):
+    row = {'step': step, 'eval/downstream/sick/pearson': base + i / 10, 'eval/downstream/sick/mse': 0.3 - i / 100}
+    for task in ('mr', 'cr', 'subj', 'mpqa'):
+      row |= {f'eval/downstream/{task}/accuracy': 50.0 + 10 * base + i, f'eval/downstream/{task}/accuracy_std': 2.0}
+    rows += [{'step': step, 'train/loss': 5.0}, row]
+  return rows
+
+
+def test_fig3_downstream_scores_against_iterations_with_the_papers_original_lines(tmp_path):
+  root = write_runs(
+    tmp_path,
+    {
+      'norm=ln': ({'model': {'norm': 'ln'}}, downstream_rows(0.5)),
+      'none': ({'model': {'norm': 'none'}}, downstream_rows(0.4)),
+    },
+  )
+  fig = plot.make_figure([root], layout='fig3')
+  assert [ax.get_title() for ax in fig.axes] == ['SICK', 'SICK', 'MR', 'CR', 'SUBJ', 'MPQA']
+  assert [ax.get_ylabel() for ax in fig.axes] == ['Pearson × 100', 'MSE × 100'] + ['Accuracy (%)'] * 4
+  assert all(ax.get_xlabel() == 'Iterations' for ax in fig.axes)
+  original = 'Original (Kiros et al. 2015, reported)'
+  assert legend_texts(fig.axes[0]) == ['Ours', 'Ours + LN', original]
+  pearson, mse, mr = fig.axes[:3]
+  assert data_of(pearson, 'Ours + LN') == ([4, 8], [50.0, 60.0])  # x 100, as the paper's axis.
+  np.testing.assert_allclose(data_of(mse, 'Ours')[1], [30.0, 29.0])
+  assert data_of(mr, 'Ours') == ([4, 8], [54.0, 55.0])
+  assert [data_of(ax, original)[1][0] for ax in fig.axes] == [84.8, 28.7, 75.5, 79.3, 92.1, 86.9]
+  # Error bars from the cross-validation folds' spread: the bar's segments span value +- std.
+  bars = next(c for c in mr.containers if c.get_label() == 'Ours').lines[2][0]
+  np.testing.assert_allclose([seg[:, 1] for seg in bars.get_segments()], [[52.0, 56.0], [53.0, 57.0]])
+  write_run(tmp_path / 'untrained', {'model': {'norm': 'none'}}, [{'step': 1, 'train/loss': 5.0}])
+  with pytest.raises(
+    ValueError,
+    match=r"untrained is not one, or has not evaluated yet: it logged none of \['eval/downstream/sick/pearson'",
+  ):
+    plot.make_figure([str(tmp_path / 'untrained')], layout='fig3')
+
+
+def test_fig4_test_bound_against_epochs(tmp_path):
+  bound = lambda b: [{'step': 10 * e, 'epoch': e, 'eval/test/nll_bound': b - e, 'train/loss': b} for e in (1, 2, 3)]
+  root = write_runs(tmp_path, {'norm=none': ({'model': {'norm': 'none'}}, bound(90.0)), 'ln': (None, bound(80.0))})
+  fig = plot.make_figure([root], layout='fig4')
+  (ax,) = fig.axes
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ('Epoch', 'Test variational bound (nats)')
+  assert legend_texts(ax) == ['Baseline', 'ln']  # A run neither config nor name identifies: its directory name.
+  assert data_of(ax, 'Baseline') == ([1, 2, 3], [89.0, 88.0, 87.0])
+  write_run(tmp_path / 'steps_only', {'model': {'norm': 'ln'}}, [{'step': 10, 'eval/test/nll_bound': 80.0}])
+  with pytest.raises(ValueError, match=r"fig4 plots eval/test/nll_bound against 'epoch', but no row"):
+    plot.make_figure([str(tmp_path / 'steps_only')], layout='fig4')
+
+
+def handwriting_rows(scale: float):
+  rows = [{'step': s, 'train/loss': scale * 300 / s} for s in (20, 40, 60, 80)]
+  return rows + [{'step': s, 'eval/test/nll': scale * 200 / s} for s in (40, 80)]
+
+
+def test_fig5_train_and_test_nll_against_updates_on_a_log_axis(tmp_path):
+  hand = lambda norm: {'model': {'norm': norm, 'window_mixtures': 10}}
+  root = write_runs(
+    tmp_path, {'norm=ln': (hand('ln'), handwriting_rows(1.0)), 'norm=none': (hand('none'), handwriting_rows(2.0))}
+  )
+  fig = plot.make_figure([root], layout='fig5')
+  (ax,) = fig.axes
+  assert ax.get_xscale() == 'log' and ax.get_yscale() == 'linear'
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ('Updates (log scale)', 'Negative log likelihood per sequence (nats)')
+  assert legend_texts(ax) == ['Baseline test', 'Baseline train', 'LN test', 'LN train']
+  assert data_of(ax, 'LN train') == ([20, 40, 60, 80], [15.0, 7.5, 5.0, 3.75])
+  assert data_of(ax, 'Baseline test') == ([40, 80], [10.0, 5.0])
+  styles = {line.get_label(): (line.get_linestyle(), line.get_color()) for line in ax.get_lines()}
+  assert styles['LN test'][0] == '-' and styles['LN train'][0] == ':' and styles['LN test'][1] == styles['LN train'][1]
+  assert styles['Baseline test'][1] != styles['LN test'][1]
+
+
+def test_scripts_plot_imports_no_jax():
+  code = 'import sys, scripts.plot, experiments.figures; assert "jax" not in sys.modules, "jax imported"'
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
