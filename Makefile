@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 DEMO_EPOCHS ?= 8
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench report clean
 
 # The pinned, tested versions first; then the project itself, editable, so `python -m experiments.mnist` works from
 # any directory once .venv is active (`source .venv/bin/activate`).
@@ -30,6 +30,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 tests
+
+# The paper at CPU scale: every table's and figure's runs (collected when done, resumed when not), then
+# report/REPORT.md with the paper's numbers beside ours. REPORT_ARGS adds flags, e.g. REPORT_ARGS='--only fig6'.
+REPORT_SEEDS ?= 1,fig4=3,fig6=3,table2=2,fig5=2,fig2=2
+report: $(STAMP)
+	$(PY) -m scripts.reproduce --scale cpu --root runs/paper --out report --seeds $(REPORT_SEEDS) --jobs 2 $(REPORT_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,497 @@
+"""Reproduces the paper: runs (or collects) every table's and figure's sweep, then writes one report beside them.
+
+  python -m scripts.reproduce --scale smoke --root runs/paper_smoke --out report_smoke/   # minutes: every code path
+  python -m scripts.reproduce --scale cpu --root runs/paper --out report/                 # the README's results
+  python -m scripts.reproduce --scale cpu --root runs/paper --out report/ --only fig6,table2 --seeds 3
+  python -m scripts.reproduce --scale paper --root runs/paper_full --executor slurm --slurm_partition gpu ...
+
+For each result (Table 1, Table 2 + Figure 1, Figure 2, Table 3 + Figure 3, Figures 4, 5 and 6; see
+`scripts.paper_results`) it builds the config's sweep at the scale's variant (smoke: `smoke`; cpu: the configs'
+defaults; paper: `paper`) into ROOT/<result>/ through `scripts.sweep`, so the SLURM path is the sweep's. A run whose
+workdir says `done` with the same config is collected as it is, without starting a process; anything else is run,
+and an unfinished run resumes from its last checkpoint. Then it writes OUT/REPORT.md: per result the paper's numbers
+or claim, ours (read from the workdirs' logs; mean and min-max over `--seeds`), the claims checked and a verdict,
+the data, scale, hardware, wall time and exact commands, and the figures as PNGs (drawn by `scripts.plot`). The
+numbers are also written to OUT/results.json, each with the run, metric and reading it came from.
+
+With `--executor slurm` the unfinished runs are submitted and the report is written from what is done so far (the
+rest marked incomplete): run the same command again when the jobs have finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import ml_collections
+
+from experiments import workdir as wd
+from scripts import paper_results as pr
+from scripts import plot, sweep
+
+SCALES = {'smoke': 'smoke', 'cpu': None, 'paper': 'paper'}
+SCALE_TEXT = {
+  'smoke': "smoke (each config's `smoke` variant: seconds per run, numbers meaningless)",
+  'cpu': "cpu (the configs' defaults: sized for 2 CPU cores)",
+  'paper': "paper (each config's `paper` variant: the paper's sizes and data)",
+}
+# config.data.source -> what the report says the data were.
+DATA_KINDS = {
+  'procedural': "procedural (generated with the task's structure)",
+  'digits': "offline real (scikit-learn's 8x8 digits)",
+  'hershey': 'offline real (Hershey stroke fonts, rendered as pen trajectories)',
+  'idx': 'IDX image files from {dir}',
+  'text': 'text files from {dir}',
+  'tfds': 'paper data (TFDS MNIST)',
+  'amat': 'paper data (binarized MNIST, .amat files from {dir})',
+  'coco': 'paper data (COCO features and captions from {dir})',
+  'iam': 'paper data (IAM-OnDB from {dir})',
+  'questions': 'paper data (CNN questions from {dir})',
+  'top4': 'paper data (CNN top-4 pickles from {dir})',
+}
+
+
+# --- Running and collecting ----------------------------------------------------------------------------------------
+
+
+def result_points(result: pr.Result, scale: str, root: str, seeds: int, python: str) -> list[sweep.Point]:
+  return sweep.build_points(
+    result.config,
+    SCALES[scale],
+    os.path.join(root, result.key),
+    python=python,
+    seeds=seeds,
+    more_points=result.controls,
+  )
+
+
+def point_key(point: sweep.Point) -> str:
+  """The point's name without the scale's variant and the seed: the key `Result.labels` knows it by."""
+  return sweep.workdir_name({k: v for k, v in point.overrides.items() if k != 'seed'})
+
+
+def expected_config(module, variant: str | None, overrides: dict) -> dict:
+  """The resolved config the point's command builds, as config.json holds it."""
+  point_variant, fields = sweep.split_point(module, variant, overrides)
+  config = module.get_config() if point_variant is None else module.get_config(point_variant)
+  with config.unlocked():
+    for key, value in fields.items():
+      *parents, leaf = key.split('.')
+      node = config
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+  return json.loads(ml_collections.ConfigDict(config).to_json(sort_keys=True))
+
+
+def is_done(point: sweep.Point, module, variant: str | None) -> bool:
+  """True when the workdir finished this very config: collected without starting a process."""
+  path = point.argv[point.argv.index('--workdir') + 1]
+  try:
+    status, saved = wd.read_status(path), wd.read_saved_config(path)
+  except wd.WorkdirError:
+    return False
+  if not status or status.get('status') != 'done' or saved is None:
+    return False
+  return not wd.config_differences(saved, expected_config(module, variant, point.overrides))
+
+
+def in_flight(point: sweep.Point) -> bool:
+  """True while another process trains in the point's workdir (it holds the workdir's lock): not launched again."""
+  path = workdir_of(point)
+  if not os.path.isfile(os.path.join(path, wd.LOCK_FILE)):
+    return False
+  try:
+    wd.lock(path).close()
+  except wd.WorkdirError:
+    return True
+  return False
+
+
+def workdir_of(point: sweep.Point) -> str:
+  return point.argv[point.argv.index('--workdir') + 1]
+
+
+def run_seconds(path: str) -> float | None:
+  """First start to last status of a run: TensorBoard's event files are named by their creation time."""
+  try:
+    starts = [int(m.group(1)) for f in os.listdir(path) if (m := re.match(r'events\.out\.tfevents\.(\d+)\.', f))]
+    status = wd.read_status(path) or {}
+  except (OSError, wd.WorkdirError):
+    return None
+  if not starts or 'updated' not in status:
+    return None
+  return datetime.datetime.fromisoformat(status['updated']).timestamp() - min(starts)
+
+
+def run_table1(result: pr.Result, root: str, python: str) -> dict:
+  """Table 1 has no runs: its command is run once, its output kept under ROOT/table1/."""
+  out_dir = os.path.join(root, result.key)
+  record_path = os.path.join(out_dir, 'table1.json')
+  record = wd.read_json(record_path)
+  if record is not None:
+    print(f'  collected {record_path}', flush=True)
+    return record
+  os.makedirs(out_dir, exist_ok=True)
+  argv = [python, '-m', *result.command]
+  print(f'  running {shlex.join(["python", "-m", *result.command])}', flush=True)
+  start = time.monotonic()
+  done = subprocess.run(argv, capture_output=True, text=True, check=False)
+  record = {
+    'command': shlex.join(['python', '-m', *result.command]),
+    'returncode': done.returncode,
+    'seconds': time.monotonic() - start,
+    'table': done.stdout.strip(),
+    'stderr': done.stderr.strip()[-2000:],
+  }
+  if done.returncode in (0, 1):  # 1: a cell disagrees, which is a result; anything else failed to run.
+    wd.write_json(record_path, record)
+  return record
+
+
+def collect(points: Sequence[sweep.Point]) -> tuple[pr.Groups, list[str]]:
+  """Each point's finished runs, grouped by point key; and the workdirs that are missing or unreadable."""
+  groups: pr.Groups = {}
+  missing = []
+  for point in points:
+    path = workdir_of(point)
+    try:
+      run = plot.load_run(path)
+    except ValueError:
+      missing.append(path)
+      continue
+    groups.setdefault(point_key(point), []).append(run)
+  return groups, missing
+
+
+# --- The report ----------------------------------------------------------------------------------------------------
+
+
+def hardware() -> str:
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+    model = names[0] if names else model
+  except OSError:
+    pass
+  return f'{model}, {os.cpu_count()} cores, {platform.system()} (the machine that ran this command)'
+
+
+def data_kind(groups: pr.Groups) -> str:
+  kinds = set()
+  for runs in groups.values():
+    for run in runs:
+      data = (wd.read_saved_config(run.path) or {}).get('data', {})
+      source = data.get('source', '?')
+      kinds.add(DATA_KINDS.get(source, f'source={source} from {{dir}}').format(dir=data.get('dir')))
+  return '; '.join(sorted(kinds)) or '-'
+
+
+def minutes(seconds: float | None) -> str:
+  if seconds is None:
+    return '-'
+  return f'{seconds:.0f} s' if seconds < 120 else f'{seconds / 60:.1f} min'
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def draw_figures(result: pr.Result, groups: pr.Groups, out: str, keys_order: Sequence[str]) -> list[dict]:
+  """Each of the result's figures as a PNG in `out`; a figure that cannot be drawn says why instead."""
+  drawn = []
+  for figure in result.figures:
+    keys = [k for k in (figure.keys or keys_order) if k in groups]
+    paths = [run.path for k in keys for run in groups[k]]
+    entry = {'title': figure.title, 'file': figure.filename, 'layout': figure.layout, 'error': None}
+    entry['command'] = shlex.join(
+      ['python', '-m', 'scripts.plot', *paths, '--layout', figure.layout, '--out', os.path.join(out, figure.filename)]
+    )
+    try:
+      if not paths:
+        raise ValueError('no finished runs to draw')
+      plot.make_figure(paths, layout=figure.layout).savefig(os.path.join(out, figure.filename), dpi=110)
+    except ValueError as e:
+      entry['error'] = str(e)
+    drawn.append(entry)
+  return drawn
+
+
+def judge(result: pr.Result, points: Sequence[sweep.Point], seeds: int, failed: Sequence[str]) -> dict:
+  """Reads the result's runs and checks its claims: the report's numbers, as a JSON-able dict."""
+  groups, missing = collect(points)
+  keys = list(dict.fromkeys(point_key(p) for p in points))
+  table = {}
+  for key in keys:
+    row = {}
+    for measure in result.measures:
+      stat = result.stat(groups, key, measure)
+      row[measure.label] = {
+        'text': stat.text(measure.digits),
+        'mean': stat.mean,
+        'spread': stat.spread,
+        'readings': [vars(r) for r in stat.readings],
+      }
+    table[result.label(key)] = row
+  outcomes = [claim.check(result, groups) for claim in result.claims]
+  word, why = pr.verdict(outcomes, seeds)
+  seconds = [run_seconds(workdir_of(p)) for p in points]
+  return {
+    'groups': groups,
+    'keys': keys,
+    'table': table,
+    'claims': [
+      {'text': c.text, 'holds': o.holds, 'detail': o.detail} for c, o in zip(result.claims, outcomes, strict=True)
+    ],
+    'verdict': word,
+    'why': why,
+    'missing': missing,
+    'failed': list(failed),
+    'wall_seconds': sum(s for s in seconds if s is not None) if any(s is not None for s in seconds) else None,
+    'runs': len(points),
+  }
+
+
+def table1_section(result: pr.Result, record: dict) -> tuple[dict, str]:
+  agree = re.search(r'(\d+) of (\d+) cells agree', record.get('table', ''))
+  if record['returncode'] not in (0, 1) or not agree:
+    word, why = 'incomplete', f'the command failed (exit {record["returncode"]}): {record.get("stderr", "")[-300:]}'
+  else:
+    n, total = int(agree.group(1)), int(agree.group(2))
+    word = 'reproduced' if n == total else ('partly' if n else 'not reproduced')
+    why = f"{n} of {total} cells agree with the paper's Table 1"
+  summary = {'verdict': word, 'why': why, 'wall_seconds': record.get('seconds'), 'runs': 0, 'data': 'random layers'}
+  text = '\n\n'.join(
+    [
+      f'## {result.title}',
+      f'**Verdict: {word}** ({why}).',
+      f'**The paper.** {result.paper}',
+      f'**Ours** (measured by `{record["command"]}`):\n\n{record.get("table", "")}',
+      f'Wall time: {minutes(record.get("seconds"))}.',
+    ]
+  )
+  return summary, text
+
+
+def result_section(
+  result: pr.Result,
+  judged: dict,
+  figures: list[dict],
+  points: Sequence[sweep.Point],
+  args: argparse.Namespace,
+  seeds: int,
+) -> str:
+  parts = [f'## {result.title}', f'**Verdict: {judged["verdict"]}** ({judged["why"]}).']
+  claim_rows = [
+    [c['text'], {True: 'yes', False: 'no', None: 'incomplete'}[c['holds']], c['detail']] for c in judged['claims']
+  ]
+  parts.append(markdown_table(['claim', 'holds', 'ours'], claim_rows))
+  parts.append(f'**The paper.** {result.paper}')
+  header = ['run'] + [m.label for m in result.measures]
+  rows = [[label] + [row[m.label]['text'] for m in result.measures] for label, row in judged['table'].items()]
+  spread_note = f'mean over {seeds} seeds, (min-max) between them' if seeds > 1 else 'one seed'
+  parts.append(f'**Ours** ({spread_note}):\n\n' + markdown_table(header, rows))
+  problems = []
+  if judged['missing']:
+    problems.append(
+      f'{len(judged["missing"])} of {judged["runs"]} runs have no logs yet: ' + ', '.join(judged['missing'])
+    )
+  if judged['failed']:
+    problems.append('failed (see ROOT/<result>/logs/<run>.log): ' + ', '.join(judged['failed']))
+  if problems:
+    parts.append('**Incomplete.** ' + ' '.join(problems))
+  parts.append(
+    f'Data: {data_kind(judged["groups"])}. Scale: {SCALE_TEXT[args.scale]}. Seeds: {seeds}. '
+    f"Hardware: {hardware()}. Wall time: {minutes(judged['wall_seconds'])} over {judged['runs']} runs (each run's "
+    'first start to its last status).'
+  )
+  for figure in figures:
+    if figure['error']:
+      parts.append(f'*{figure["title"]}: not drawn ({figure["error"]}).*')
+    else:
+      parts.append(f'![{figure["title"]}]({figure["file"]})\n\n*{figure["title"]}.*')
+  sweep_cmd = ['python', '-m', 'scripts.sweep', result.config, '--root', os.path.join(args.root, result.key)]
+  sweep_cmd += ['--variant', SCALES[args.scale]] if SCALES[args.scale] else []
+  sweep_cmd += ['--seeds', str(seeds)] if seeds > 1 else []
+  commands = [shlex.join(sweep_cmd) + '   # the grid, or one run per line:']
+  commands += [shlex.join(['python', *p.argv[1:]]) for p in points]
+  commands += [f['command'] for f in figures]
+  parts.append('Commands:\n\n```\n' + '\n'.join(commands) + '\n```')
+  return '\n\n'.join(parts)
+
+
+def summary_table(summaries: dict[str, dict], titles: dict[str, str]) -> str:
+  rows = [
+    [
+      titles[key],
+      f'**{s["verdict"]}**',
+      s['why'],
+      s.get('data', '-'),
+      str(s['runs']),
+      str(s.get('seeds', '-')),
+      minutes(s['wall_seconds']),
+    ]
+    for key, s in summaries.items()
+  ]
+  return markdown_table(['result', 'verdict', 'why', 'data', 'runs', 'seeds', 'wall time'], rows)
+
+
+def git_commit() -> str:
+  try:
+    done = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], capture_output=True, text=True)
+  except OSError:
+    return 'unknown'
+  return done.stdout.strip() + (' (with uncommitted changes)' if dirty.stdout.strip() else '') or 'unknown'
+
+
+# --- The command ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    prog='python -m scripts.reproduce',
+    description=__doc__.split('\n')[0],
+    formatter_class=argparse.RawTextHelpFormatter,
+  )
+  parser.add_argument('--scale', choices=tuple(SCALES), required=True, help='smoke | cpu | paper (see above)')
+  parser.add_argument('--root', required=True, help='directory of the runs: ROOT/<result>/<run>')
+  parser.add_argument('--out', default='report', help='directory for REPORT.md, results.json and the PNGs')
+  parser.add_argument('--only', help='comma-separated results, e.g. fig6,table2 (aliases: fig1, fig3, mnist, ...)')
+  parser.add_argument(
+    '--seeds',
+    default='1',
+    help='runs per point (config.seed 0..N-1), default 1; per result too: 1,fig4=3,fig6=3 (3 seeds where cheap)',
+  )
+  parser.add_argument('--dry-run', action='store_true', help='print what would run and what is done; run nothing')
+  sweep.add_launch_arguments(parser)
+  args = parser.parse_args(argv)
+  try:
+    args.seeds_of = parse_seeds(args.seeds)
+  except ValueError as e:
+    parser.error(str(e))
+  if args.jobs < 1:
+    parser.error(f'--jobs must be at least 1, got {args.jobs}.')
+  return args
+
+
+def parse_seeds(text: str) -> dict[str, int]:
+  """'3' -> {'*': 3}; '1,fig4=3' -> {'*': 1, 'fig4': 3} (keys or aliases of results)."""
+  seeds = {'*': 1}
+  names = {name: r.key for r in pr.RESULTS for name in (r.key, *r.aliases)}
+  for item in filter(None, (t.strip() for t in text.split(','))):
+    name, has_name, count = item.rpartition('=')
+    if has_name and name not in names:
+      raise ValueError(f'--seeds {text!r}: unknown result {name!r}; results: {", ".join(r.key for r in pr.RESULTS)}.')
+    try:
+      n = int(count)
+    except ValueError:
+      n = 0
+    if n < 1:
+      raise ValueError(f'--seeds {text!r}: {item!r} needs a whole number of seeds of at least 1, e.g. 3 or fig4=3.')
+    seeds[names[name] if has_name else '*'] = n
+  return seeds
+
+
+def seeds_for(args: argparse.Namespace, result: pr.Result) -> int:
+  return args.seeds_of.get(result.key, args.seeds_of['*'])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  start = time.monotonic()
+  try:
+    results = pr.select(args.only.split(',') if args.only else None)
+    plans = {
+      r.key: [] if r.config is None else result_points(r, args.scale, args.root, seeds_for(args, r), sys.executable)
+      for r in results
+    }
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  os.makedirs(args.out, exist_ok=True)
+  variant = SCALES[args.scale]
+  sections, summaries, numbers = [], {}, {}
+  for i, result in enumerate(results, 1):
+    points = plans[result.key]
+    if result.config is None:
+      print(f'[{i}/{len(results)}] {result.title}', flush=True)
+      if args.dry_run:
+        continue
+      summary, text = table1_section(result, run_table1(result, args.root, sys.executable))
+      summaries[result.key], numbers[result.key] = summary, {'verdict': summary['verdict'], 'why': summary['why']}
+      sections.append(text)
+      continue
+    module = sweep.load_config_module(result.config)
+    pending = [p for p in points if not is_done(p, module, variant)]
+    running = [p for p in pending if in_flight(p)]
+    pending = [p for p in pending if p not in running]
+    elsewhere = f', {len(running)} running in another process (collected as far as they got)' if running else ''
+    print(
+      f'[{i}/{len(results)}] {result.title}: {len(points) - len(pending) - len(running)} of {len(points)} runs '
+      f'done, {len(pending)} to run{elsewhere}',
+      flush=True,
+    )
+    if args.dry_run:
+      for point in pending:
+        print('  ' + shlex.join(['python', *point.argv[1:]]))
+      continue
+    failed = []
+    if pending:
+      try:
+        sweep.launch(pending, os.path.join(args.root, result.key), args, result.key)
+      except sweep.LaunchError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+      if args.executor != 'slurm':
+        failed = [p.name for p in pending if not is_done(p, module, variant)]
+    if running:
+      failed += [f'{p.name} (still running)' for p in running]
+    judged = judge(result, points, seeds_for(args, result), failed)
+    figures = draw_figures(result, judged['groups'], args.out, judged['keys'])
+    judged['data'] = data_kind(judged['groups'])
+    sections.append(result_section(result, judged, figures, points, args, seeds_for(args, result)))
+    summaries[result.key] = {k: judged[k] for k in ('verdict', 'why', 'wall_seconds', 'runs', 'data')}
+    summaries[result.key]['seeds'] = seeds_for(args, result)
+    numbers[result.key] = {
+      k: judged[k] for k in ('verdict', 'why', 'table', 'claims', 'missing', 'failed', 'wall_seconds', 'runs')
+    }
+    numbers[result.key]['figures'] = figures
+  if args.dry_run:
+    return 0
+  titles = {r.key: r.title for r in results}
+  command = shlex.join(['python', '-m', 'scripts.reproduce', *(sys.argv[1:] if argv is None else argv)])
+  header = [
+    '# Layer Normalization (Ba, Kiros, Hinton 2016): the paper reproduced',
+    f'Written by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC at commit {git_commit()}; '
+    f'scale {SCALE_TEXT[args.scale]}; seeds per run: {args.seeds}; hardware {hardware()}. Every number below is '
+    f"read from the runs' logs under `{args.root}` (also in `results.json`, with the run and metric each came from).",
+    'A claim "A beats B" holds when their means over seeds differ by more than the spread between seeds (with one '
+    'seed, the direction alone decides, and the verdict says so).',
+    summary_table(summaries, titles),
+  ]
+  report = '\n\n'.join(header + sections) + '\n'
+  wd.atomic_write(os.path.join(args.out, 'REPORT.md'), report)
+  wd.write_json(os.path.join(args.out, 'results.json'), numbers)
+  counts = {}
+  for s in summaries.values():
+    counts[s['verdict']] = counts.get(s['verdict'], 0) + 1
+  tally = ', '.join(f'{n} {word}' for word, n in counts.items())
+  print(f'Wrote {os.path.join(args.out, "REPORT.md")} ({tally}) in {minutes(time.monotonic() - start)}.', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
