@@ -216,19 +216,26 @@ def reaches_first(
 
 
 def robust_to_batch_size(norm: str, other: str, measure_label: str) -> Callable[[Result, Groups], Outcome]:
-  """Holds when `norm`'s change from batch 128 to 4 is smaller than `other`'s (Figure 6's "robust to batch size")."""
+  """Holds when `norm`'s change from batch 128 to 4 is smaller than `other`'s beyond the spread between seeds (seed k
+  at batch 4 against seed k at batch 128): Figure 6's "robust to the batch size"."""
 
   def check(result: Result, groups: Groups) -> Outcome:
     measure = result.measure(measure_label)
     changes = {}
     for n in (norm, other):
-      big = result.stat(groups, f'norm={n},batch_size=128', measure).mean
-      small = result.stat(groups, f'norm={n},batch_size=4', measure).mean
-      if big is None or small is None:
-        return Outcome(None, f'{n}: runs missing')
-      changes[n] = small - big
-    detail = ', '.join(f'{n}: {fmt(c)}' for n, c in changes.items())
-    return Outcome(abs(changes[norm]) < abs(changes[other]), f'{measure.label} at batch 4 minus batch 128: {detail}')
+      big = result.stat(groups, f'norm={n},batch_size=128', measure)
+      small = result.stat(groups, f'norm={n},batch_size=4', measure)
+      if not (big.complete and small.complete) or len(big.readings) != len(small.readings):
+        return Outcome(None, f'{n}: runs missing or unfinished')
+      changes[n] = Stat(
+        tuple(
+          Reading(abs(s.value - b.value), s.run, measure.metric, f'abs(batch 4 - batch 128) of {measure.how}')
+          for s, b in zip(small.readings, big.readings, strict=True)
+        )
+      )
+    verdict = compare(changes[norm], changes[other], higher_is_better=False)
+    detail = ', '.join(f'{n}: {c.text()}' for n, c in changes.items())
+    return Outcome(verdict == 'better', f'{measure.label}, size of its change from batch 128 to 4: {detail}: {verdict}')
 
   return check
 
@@ -419,6 +426,9 @@ RESULTS: tuple[Result, ...] = (
     config='configs/mnist.py',
     labels={f'norm={n},batch_size={b}': f'{name}, batch {b}' for b in (128, 4) for n, name in FIG6_NORMS.items()},
     measures=(
+      # The lowest epoch NLL rather than the last: near 1e-9 Adam at batch 4 can spike for an epoch (seen at
+      # epoch 60 of one LN seed), and the figure's claim is about how far training gets.
+      Measure('lowest train NLL', 'train_epoch/loss', 'min', False),
       Measure('final train NLL', 'train_epoch/loss', 'last', False),
       Measure('final test error', 'eval/test/error', 'last', False),
     ),
@@ -427,8 +437,12 @@ RESULTS: tuple[Result, ...] = (
     'in the text.',
     claims=(
       Claim(
+        'At batch 128, LN trains to a lower NLL than BN',
+        beats('norm=ln,batch_size=128', 'norm=bn,batch_size=128', 'lowest train NLL'),
+      ),
+      Claim(
         'At batch 4, LN trains to a lower NLL than BN',
-        beats('norm=ln,batch_size=4', 'norm=bn,batch_size=4', 'final train NLL'),
+        beats('norm=ln,batch_size=4', 'norm=bn,batch_size=4', 'lowest train NLL'),
       ),
       Claim(
         'At batch 4, LN has a lower test error than BN',

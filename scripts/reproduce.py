@@ -421,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  os.makedirs(args.out, exist_ok=True)
+  if not args.dry_run:
+    os.makedirs(args.out, exist_ok=True)
   variant = SCALES[args.scale]
   sections, summaries, numbers = [], {}, {}
   for i, result in enumerate(results, 1):

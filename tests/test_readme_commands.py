@@ -132,3 +132,12 @@ def test_reader_commands_read_what_the_readme_writes(args):
 def test_reader_modules_parse_their_flags(module):
   result = subprocess.run([sys.executable, '-m', module, '--help'], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 0 and 'usage' in result.stdout.lower(), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('args', [c for c in COMMANDS if c[1] == 'scripts.reproduce'], ids=' '.join)
+def test_reproduce_command_plans_its_runs(args, tmp_path):
+  args = _replace(_replace(args, '--root', str(tmp_path / 'runs')), '--out', str(tmp_path / 'report'))
+  result = subprocess.run([sys.executable, *args, '--dry-run'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'to run' in result.stdout and ' --workdir ' + str(tmp_path / 'runs') in result.stdout
+  assert not os.path.exists(tmp_path / 'runs') and not os.path.exists(tmp_path / 'report')
