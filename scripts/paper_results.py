@@ -157,6 +157,8 @@ class Result:
   claims: tuple[Claim, ...]
   figures: tuple[Figure, ...] = ()
   controls: tuple[dict, ...] = ()  # Points run beside the grid (not the paper's), e.g. a query-only reader.
+  # The paper's numbers in the measures' columns (None: not reported), one row per name, shown above ours.
+  paper_rows: dict[str, tuple[float | None, ...]] = dataclasses.field(default_factory=dict)
   command: tuple[str, ...] = ()  # For a result with no runs: the module run (with its arguments) instead.
 
   def label(self, key: str) -> str:
@@ -309,6 +311,11 @@ RESULTS: tuple[Result, ...] = (
         reaches_first('model=oe,norm=ln', 'model=oe,norm=none', 'eval/val/image_r_sum', True),
       ),
     ),
+    paper_rows={
+      'Sym (Vendrov et al.)': (45.4, None, 88.7, 5.8, 36.3, None, 85.8, 9.0),
+      'OE': (46.6, 79.3, 89.1, 5.2, 37.8, 73.6, 85.7, 7.9),
+      'OE + LN': (48.5, 80.6, 89.8, 5.1, 38.9, 74.3, 86.3, 7.6),
+    },
     figures=(
       Figure(
         'fig1',
@@ -347,6 +354,11 @@ RESULTS: tuple[Result, ...] = (
         reaches_first('norm=ln', 'norm=none', 'eval/valid/error', False),
       ),
     ),
+    paper_rows={  # Cooijmans et al.'s minima, which the paper's BN curves are; none is given for LN.
+      'LSTM': (0.503, None),
+      'BN-LSTM': (0.495, None),
+      'BN-everywhere': (0.500, None),
+    },
     figures=(Figure('fig2', 'fig2.png', 'Figure 2: validation error against training steps'),),
     controls=({'norm': 'ln', 'query_only': True},),
   ),
@@ -355,7 +367,7 @@ RESULTS: tuple[Result, ...] = (
     aliases=('fig3', 'skip_thoughts'),
     title='Table 3 and Figure 3: skip-thought vectors',
     config='configs/skip_thoughts.py',
-    labels={'norm=none': 'Ours', 'norm=ln': 'Ours + LN'},
+    labels={'norm=none': 'Baseline', 'norm=ln': 'LN'},
     measures=(
       Measure('SICK r', 'best/eval/downstream/sick/pearson', 'last', True),
       Measure('SICK rho', 'best/eval/downstream/sick/spearman', 'last', True),
@@ -372,6 +384,11 @@ RESULTS: tuple[Result, ...] = (
       Claim(f'LN is better on {m}', beats('norm=ln', 'norm=none', m))
       for m in ('SICK r', 'SICK rho', 'SICK MSE', 'MR', 'CR', 'SUBJ', 'MPQA')
     ),
+    paper_rows={
+      'Original (Kiros et al.)': (0.848, 0.778, 0.287, 75.5, 79.3, 92.1, 86.9),
+      'Ours (1M it.)': (0.842, 0.767, 0.298, 77.3, 81.8, 92.6, 87.9),
+      'Ours + LN (1M it.)': (0.854, 0.785, 0.277, 79.5, 82.6, 93.4, 89.0),
+    },
     figures=(Figure('fig3', 'fig3.png', 'Figure 3: downstream scores against training steps'),),
   ),
   Result(
@@ -393,6 +410,7 @@ RESULTS: tuple[Result, ...] = (
         reaches_first('norm=ln', 'norm=none', 'eval/test/nll_bound', False, x='epoch', within=0.75),
       ),
     ),
+    paper_rows={'Baseline (200 epochs)': (82.36, None), 'LN (200 epochs)': (82.09, None)},
     figures=(Figure('fig4', 'fig4.png', 'Figure 4: test variational bound against epochs'),),
   ),
   Result(

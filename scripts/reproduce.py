@@ -300,9 +300,14 @@ def result_section(
   parts.append(markdown_table(['claim', 'holds', 'ours'], claim_rows))
   parts.append(f'**The paper.** {result.paper}')
   header = ['run'] + [m.label for m in result.measures]
-  rows = [[label] + [row[m.label]['text'] for m in result.measures] for label, row in judged['table'].items()]
+  rows = [
+    [f'paper: {label}'] + [pr.fmt(v, m.digits) for v, m in zip(values, result.measures, strict=True)]
+    for label, values in result.paper_rows.items()
+  ]
+  rows += [[label] + [row[m.label]['text'] for m in result.measures] for label, row in judged['table'].items()]
   spread_note = f'mean over {seeds} seeds, (min-max) between them' if seeds > 1 else 'one seed'
-  parts.append(f'**Ours** ({spread_note}):\n\n' + markdown_table(header, rows))
+  paper_note = "; the paper's rows, on its data and scale, first" if result.paper_rows else ''
+  parts.append(f'**Ours** ({spread_note}{paper_note}):\n\n' + markdown_table(header, rows))
   problems = []
   if judged['missing']:
     problems.append(
