@@ -93,7 +93,7 @@ class Stat:
       return '-'
     if len(self.values) == 1:
       return fmt(self.values[0], digits)
-    return f'{fmt(self.mean, digits)} ({fmt(min(self.values), digits)}-{fmt(max(self.values), digits)})'
+    return f'{fmt(self.mean, digits)} ({fmt(min(self.values), digits)} to {fmt(max(self.values), digits)})'
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

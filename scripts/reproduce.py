@@ -10,7 +10,7 @@ For each result (Table 1, Table 2 + Figure 1, Figure 2, Table 3 + Figure 3, Figu
 defaults; paper: `paper`) into ROOT/<result>/ through `scripts.sweep`, so the SLURM path is the sweep's. A run whose
 workdir says `done` with the same config is collected as it is, without starting a process; anything else is run,
 and an unfinished run resumes from its last checkpoint. Then it writes OUT/REPORT.md: per result the paper's numbers
-or claim, ours (read from the workdirs' logs; mean and min-max over `--seeds`), the claims checked and a verdict,
+or claim, ours (read from the workdirs' logs; mean and range over `--seeds`), the claims checked and a verdict,
 the data, scale, hardware, wall time and exact commands, and the figures as PNGs (drawn by `scripts.plot`). The
 numbers are also written to OUT/results.json, each with the run, metric and reading it came from.
 
@@ -305,7 +305,7 @@ def result_section(
     for label, values in result.paper_rows.items()
   ]
   rows += [[label] + [row[m.label]['text'] for m in result.measures] for label, row in judged['table'].items()]
-  spread_note = f'mean over {seeds} seeds, (min-max) between them' if seeds > 1 else 'one seed'
+  spread_note = f'mean over {seeds} seeds, (lowest to highest seed) in brackets' if seeds > 1 else 'one seed'
   paper_note = "; the paper's rows, on its data and scale, first" if result.paper_rows else ''
   parts.append(f'**Ours** ({spread_note}{paper_note}):\n\n' + markdown_table(header, rows))
   problems = []
