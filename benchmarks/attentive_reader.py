@@ -1,25 +1,46 @@
-"""The attentive reader's training step: LN-LSTM reader against the plain-LSTM reader, side by side in one process.
+"""The attentive reader's training step: LN-LSTM reader against the plain-LSTM reader and against PyTorch, in one run.
 
-    nice -n 10 .venv/bin/python -m benchmarks.attentive_reader [--repeats 10] [--norms none,ln,bn]
+    python -m benchmarks.attentive_reader [--repeats 10] [--norms none,ln,bn] [--no-torch]
+        [--torch-modes eager,compile] [--torch-threads 2] [--json OUT]
 
-Each candidate is one jitted training step (forward, backward, Adam with the code's clipping) of the CPU-scale
-config (`configs/attentive_reader.py`: dim 128, batch 64, procedural passages padded to 42 tokens), on the same
-batch, timed round-robin by `benchmarks.timing.compare`. Reports ms per step, examples/s and the cost relative to
-the first norm. The PyTorch comparison of the issue is not here (torch is not in requirements.txt; see README).
+Each JAX candidate is one jitted training step (forward, backward, Adam with the code's clipping) of the CPU-scale
+config (`configs/attentive_reader.py`: dim 128, batch 64, procedural passages padded to 42 tokens, queries to 4), on
+the same batch, timed round-robin by `benchmarks.timing.compare`. Reports ms per step, examples/s, the cost relative
+to the first norm (LN's cost with the default `--norms none,ln`) and each candidate's time over the JAX LN-LSTM's.
+
+When torch imports (it is not in requirements.txt: `pip install -r benchmarks/requirements.txt`), the same LN-LSTM
+reader written in PyTorch (`benchmarks/attentive_reader_torch.py`: an `nn.LSTMCell`-style loop with `nn.LayerNorm`,
+started from the JAX LN reader's weights) joins the same round-robin: one training step (forward, backward, the same
+clipping, Adam) in eager mode and with `torch.compile` (`compile`); if compiling fails, TorchScript (`script`, the
+cells scripted) stands in and the run says so. `--torch-threads` defaults to the CPUs this process may use (what
+XLA's thread pool uses), so that both frameworks get the same cores; pin them with `taskset`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import jax
 import numpy as np
 from flax import nnx
 
 from benchmarks import timing
+from benchmarks.layer_norm import environment
 from configs import attentive_reader as ar_config
 from experiments import attentive_reader as ar
 from experiments.loop import make_optimizer
+
+try:
+  import torch
+
+  from benchmarks import attentive_reader_torch as ar_torch
+except ImportError:
+  torch = ar_torch = None
+
+TORCH_MODES = ('eager', 'compile', 'script')
+INSTALL_TORCH = 'PyTorch not installed: its candidates skipped (pip install -r benchmarks/requirements.txt).'
 
 
 class Step:
@@ -46,21 +67,92 @@ class Step:
     return self._step(self.model, self.optimizer, self.batch, self.key)
 
 
+def torch_steps(jax_model, batch: dict, entity_ids, config, modes: list[str]) -> dict:
+  """name -> a PyTorch training step of the LN reader with `jax_model`'s weights, one per mode.
+
+  A `torch.compile` that fails (it compiles on its first call, here) is replaced by TorchScript, with a line saying so.
+  """
+  steps = {}
+  torch_batch = ar_torch.to_torch_batch(batch)
+  opt = dict(learning_rate=config.optimizer.learning_rate, clip=config.optimizer.grad_clip_norm)
+  for mode in modes:
+    step = ar_torch.TrainStep(ar_torch.from_jax(jax_model), torch_batch, entity_ids, compile=mode, **opt)
+    if mode == 'compile':
+      print('# torch.compile: compiling (minutes on 2 cores) ...', file=sys.stderr, flush=True)
+      try:
+        step()
+      except Exception as e:  # Any compiler failure: fall back, and say why.
+        reason = (str(e).strip().splitlines() or [''])[0][:200]
+        print(f'# torch.compile failed on this CPU ({type(e).__name__}: {reason}); TorchScript instead.')
+        mode = 'script'
+        step = ar_torch.TrainStep(ar_torch.from_jax(jax_model), torch_batch, entity_ids, compile=mode, **opt)
+    steps[f'torch ln {mode}'] = step
+  return steps
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--norms', default='none,ln')
-  parser.add_argument('--repeats', type=int, default=10)
-  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--norms', default='none,ln', help='JAX readers, comma-separated; the first is the reference')
+  parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
+  parser.add_argument('--torch-modes', default='eager,compile', help=f'of {", ".join(TORCH_MODES)}')
+  parser.add_argument(
+    '--torch-threads', type=timing.positive_int, default=len(os.sched_getaffinity(0)), help='torch.set_num_threads'
+  )
+  timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
   norms = args.norms.split(',')
-  data = ar.load_data(ar_config.get_config().data)
-  steps = {norm: Step(norm, data) for norm in norms}
-  samples = timing.compare(steps, repeats=args.repeats, warmup=args.warmup)
-  base = samples[norms[0]].median
-  print(f'{"norm":<14} {"ms/step (median)":>17} {"min":>8} {"examples/s":>11} {"vs " + norms[0]:>9}')
-  for norm, s in samples.items():
-    rate = steps[norm].batch_size / s.median
-    print(f'{norm:<14} {1e3 * s.median:>17.1f} {1e3 * s.min:>8.1f} {rate:>11.0f} {s.median / base - 1:>+8.1%}')
+  modes = [m for m in args.torch_modes.split(',') if m]
+  if any(m not in TORCH_MODES for m in modes):
+    raise SystemExit(f'--torch-modes: choose from {", ".join(TORCH_MODES)}; got {args.torch_modes!r}.')
+  use_torch = torch is not None and not args.no_torch and bool(modes)
+  if use_torch:
+    torch.set_num_threads(args.torch_threads)
+  env = environment(use_torch)
+  software = f', torch {env["torch"]} ({env["torch_threads"]} threads)' if use_torch else ''
+  timing.print_header(
+    'attentive reader training step (CPU-scale config)', env, software, f'{args.repeats} samples per candidate'
+  )
+  if torch is None and not args.no_torch:
+    print(f'# {INSTALL_TORCH}')
+
+  config = ar_config.get_config()
+  data = ar.load_data(config.data)
+  steps = {f'jax {norm}': Step(norm, data) for norm in norms}
+  fns = dict(steps)
+  if use_torch:
+    if 'ln' not in norms:
+      raise SystemExit('The PyTorch reader is the LN-LSTM one: keep ln in --norms (or pass --no-torch).')
+    ln = steps['jax ln']
+    fns.update(torch_steps(ln.model, jax.device_get(ln.batch), data.entity_ids, config, modes))
+  samples = timing.compare(fns, repeats=args.repeats, warmup=args.warmup)
+
+  first, ours = f'jax {norms[0]}', samples.get('jax ln')
+  header = ['candidate', 'ms/step median', 'min', 'max', 'examples/s', f'vs {first}', 'time / jax ln']
+  lines = []
+  for name, s in samples.items():
+    lines.append(
+      [
+        name,
+        f'{1e3 * s.median:.1f}',
+        f'{1e3 * s.min:.1f}',
+        f'{1e3 * s.max:.1f}',
+        f'{config.batch_size / s.median:.0f}',
+        f'{s.median / samples[first].median - 1:+.1%}',
+        f'{s.median / ours.median:.2f}' if ours else '-',
+      ]
+    )
+  legend = [
+    f'batch {config.batch_size}, dim {config.model.dim}, vocabulary {len(data.vocab)}, passages padded to '
+    f'{steps[first].batch["passage"].shape[1]} tokens, queries to {steps[first].batch["query"].shape[1]}.',
+    f"vs {first}: median / its median - 1 (with --norms none,ln, the jax ln line is LN's cost; target < 10%).",
+    "time / jax ln: median / the JAX LN reader's median; for torch ln eager, how many times faster ours is per "
+    'training example (target >= 2).',
+  ]
+  timing.print_results(env, timing.text_table(header, lines, text_columns={0}), *legend)
+  timing.write_json(
+    args.json,
+    {'environment': env, 'args': vars(args), 'seconds': {name: list(s.seconds) for name, s in samples.items()}},
+  )
 
 
 if __name__ == '__main__':

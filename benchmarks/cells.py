@@ -1,6 +1,7 @@
 """Layer-normalized recurrent cells against their plain counterparts: LN-LSTM vs LSTM, LN-GRU vs GRU.
 
     python -m benchmarks.cells [--hidden 400,1000] [--batch 32,128] [--steps 100] [--repeats 10] [--json OUT]
+        [--floor] [--random-cotangent]
 
 Each cell of `layernorm.cells` runs through `layernorm.unroll` (one `lax.scan`) over `--steps` time steps, input size
 = hidden size, float32, jitted. Two passes:
@@ -9,6 +10,9 @@ Each cell of `layernorm.cells` runs through `layernorm.unroll` (one `lax.scan`) 
 For every configuration the plain and the normalized cell of one family are timed side by side, round-robin, in this
 process (benchmarks/timing.py), so the ratio LN / plain is what to read; absolute times on a shared CPU drift.
 The issue's target: LN forward+backward at most 1.10x the plain cell's.
+`--floor` adds, for the LSTM family, `AffineLSTMCell`: the LN-LSTM with each layer norm replaced by `x * scale + bias`
+(the same parameters, residuals and per-step gain and bias gradients, no statistics), which splits LN's cost into
+what any per-feature gain and bias in the cell costs and what the normalization itself adds.
 
 Pin a core and use tcmalloc for figures worth comparing:
     LD_PRELOAD=libtcmalloc_minimal.so.4 taskset -c 0 .venv/bin/python -m benchmarks.cells
@@ -28,10 +32,26 @@ from flax import nnx
 from benchmarks import timing
 from benchmarks.layer_norm import environment, kernel_count
 from layernorm import GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, unroll
+from layernorm.cells import _lstm_update
 
 FAMILIES = {'lstm': (LSTMCell, LNLSTMCell), 'gru': (GRUCell, LNGRUCell)}
 PASSES = ('fwd', 'fwd+bwd')
 TARGET_FWD_BWD = 1.10
+
+
+class AffineLSTMCell(LNLSTMCell):
+  """`LNLSTMCell` with every layer norm replaced by `x * scale + bias`: the LN-LSTM's floor (see --floor)."""
+
+  def __call__(self, carry, x):
+    c_BxH, h_BxH = carry
+    affine = lambda ln, z: z * ln.scale[...] + ln.bias[...]
+    gates_Bx4H = affine(self.ln_i, self.dense_i(x)) + affine(self.ln_h, self.dense_h(h_BxH)) + self.bias[...]
+    new_c_BxH, o_BxH = _lstm_update(gates_Bx4H, c_BxH)
+    new_h_BxH = o_BxH * jnp.tanh(affine(self.ln_c, new_c_BxH))
+    return (new_c_BxH, new_h_BxH), new_h_BxH
+
+
+FLOORS = {'lstm': AffineLSTMCell}
 
 
 def parse_ints(flag: str, text: str) -> list[int]:
@@ -44,8 +64,12 @@ def parse_ints(flag: str, text: str) -> list[int]:
   return values
 
 
-def _programs(cell_cls: type, hidden: int) -> tuple[dict[str, Callable], object]:
-  """pass -> jitted function of (params, xs), and the cell's parameters."""
+def _programs(cell_cls: type, hidden: int, dys=None) -> tuple[dict[str, Callable], object]:
+  """pass -> jitted function of (params, xs), and the cell's parameters.
+
+  fwd+bwd: the gradient of sum(outputs), or with `dys` the VJP of the outputs with that cotangent (PERFORMANCE.md: an
+  all-ones cotangent lets XLA fold work out of elementwise code but not out of a custom call).
+  """
   cell = cell_cls(hidden, hidden, rngs=nnx.Rngs(0))
   graphdef, params, rest = nnx.split(cell, nnx.Param, ...)
 
@@ -55,18 +79,31 @@ def _programs(cell_cls: type, hidden: int) -> tuple[dict[str, Callable], object]
     return ys_TxBxH
 
   def grads(params, xs_TxBxD):
+    if dys is not None:
+      return jax.vjp(outputs, params, xs_TxBxD)[1](dys)
     return jax.grad(lambda p, x: jnp.sum(outputs(p, x)), argnums=(0, 1))(params, xs_TxBxD)
 
   return {'fwd': jax.jit(outputs), 'fwd+bwd': jax.jit(grads)}, params
 
 
-def measure(family: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int) -> list[dict]:
+def measure(
+  family: str,
+  hidden: int,
+  batch: int,
+  steps: int,
+  repeats: int,
+  warmup: int,
+  floor: bool = False,
+  random_cotangent: bool = False,
+) -> list[dict]:
   rng = np.random.default_rng(0)
   xs = jnp.asarray(rng.normal(0.0, 1.0, (steps, batch, hidden)), jnp.float32)
+  dys = jnp.asarray(rng.normal(0.0, 1.0, (steps, batch, hidden)), jnp.float32) if random_cotangent else None
   plain_cls, ln_cls = FAMILIES[family]
+  classes = (plain_cls, FLOORS[family], ln_cls) if floor and family in FLOORS else (plain_cls, ln_cls)
   fns, kernels = {}, {}
-  for cls in (plain_cls, ln_cls):
-    programs, params = _programs(cls, hidden)
+  for cls in classes:
+    programs, params = _programs(cls, hidden, dys)
     for pass_name, fn in programs.items():
       key = (cls.__name__, pass_name)
       fns[key] = lambda fn=fn, params=params: fn(params, xs)
@@ -76,7 +113,7 @@ def measure(family: str, hidden: int, batch: int, steps: int, repeats: int, warm
   rows = []
   for pass_name in PASSES:
     plain = samples[f'{plain_cls.__name__} {pass_name}']
-    for cls in (plain_cls, ln_cls):
+    for cls in classes:
       s = samples[f'{cls.__name__} {pass_name}']
       rows.append(
         {
@@ -125,7 +162,7 @@ def summarize(rows: list[dict]) -> str:
     if r['x_plain'] == 1.0 and r['cell'] in ('LSTMCell', 'GRUCell'):
       continue
     verdict = ''
-    if r['pass'] == 'fwd+bwd':
+    if r['pass'] == 'fwd+bwd' and r['cell'] != AffineLSTMCell.__name__:
       verdict = f' (target <= {TARGET_FWD_BWD}: {"met" if r["x_plain"] <= TARGET_FWD_BWD else "NOT met"})'
     out.append(
       f'{r["family"]:>4} H={r["hidden"]:<5} B={r["batch"]:<4} {r["pass"]:<8} {r["cell"]} / plain: '
@@ -140,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--hidden', default='400,1000', help='hidden (= input) sizes, comma-separated')
   parser.add_argument('--batch', default='32,128', help='batch sizes, comma-separated')
   parser.add_argument('--steps', type=int, default=100, help='time steps of the scan')
+  parser.add_argument('--floor', action='store_true', help='also time AffineLSTMCell (LN replaced by x*scale+bias)')
+  parser.add_argument(
+    '--random-cotangent', action='store_true', help='fwd+bwd: the VJP with a random cotangent, not grad(sum)'
+  )
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
   families = [f.strip() for f in args.cells.split(',') if f.strip()]
@@ -159,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
   for family in families:
     for hidden in hiddens:
       for batch in batches:
-        rows += measure(family, hidden, batch, args.steps, args.repeats, args.warmup)
+        rows += measure(family, hidden, batch, args.steps, args.repeats, args.warmup, args.floor, args.random_cotangent)
         print(f'# measured {family} H={hidden} B={batch}', file=sys.stderr, flush=True)
   timing.print_results(
     env, format_table(rows), 'x plain: median / the plain cell median of the same pass; (min): min / min.'
