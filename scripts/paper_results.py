@@ -41,6 +41,7 @@ class Measure:
   how: str  # 'last', 'min' or 'max' of the logged values.
   higher_is_better: bool
   digits: int = 3  # Significant digits shown.
+  chance: float | None = None  # A classifier's chance level: two runs both near it are not compared.
 
   def read(self, run: Run) -> Reading:
     values = [row[self.metric] for row in run.rows if _finite(row.get(self.metric))]
@@ -171,6 +172,9 @@ class Result:
     return next(m for m in self.measures if m.label == label)
 
 
+CHANCE_MARGIN = 5.0  # Accuracy points: a binary classifier at 45-55% has learnt nothing the claim could rest on.
+
+
 def beats(a: str, b: str, measure_label: str) -> Callable[[Result, Groups], Outcome]:
   """Holds when point `a` is better than point `b` on a measure, beyond the seeds' spread."""
 
@@ -184,6 +188,10 @@ def beats(a: str, b: str, measure_label: str) -> Callable[[Result, Groups], Outc
     )
     if verdict == 'missing' or not (sa.complete and sb.complete):
       return Outcome(None, detail + ' (not logged: a run is missing or unfinished, or this scale does not evaluate it)')
+    if measure.chance is not None and all(abs(s.mean - measure.chance) < CHANCE_MARGIN for s in (sa, sb)):
+      return Outcome(
+        False, detail + f' - but both are within {CHANCE_MARGIN:g} of chance ({measure.chance:g}): no evidence'
+      )
     return Outcome(verdict == 'better', detail)
 
   return check
@@ -372,10 +380,10 @@ RESULTS: tuple[Result, ...] = (
       Measure('SICK r', 'best/eval/downstream/sick/pearson', 'last', True),
       Measure('SICK rho', 'best/eval/downstream/sick/spearman', 'last', True),
       Measure('SICK MSE', 'best/eval/downstream/sick/mse', 'last', False),
-      Measure('MR', 'best/eval/downstream/mr/accuracy', 'last', True),
-      Measure('CR', 'best/eval/downstream/cr/accuracy', 'last', True),
-      Measure('SUBJ', 'best/eval/downstream/subj/accuracy', 'last', True),
-      Measure('MPQA', 'best/eval/downstream/mpqa/accuracy', 'last', True),
+      Measure('MR', 'best/eval/downstream/mr/accuracy', 'last', True, chance=50.0),
+      Measure('CR', 'best/eval/downstream/cr/accuracy', 'last', True, chance=50.0),
+      Measure('SUBJ', 'best/eval/downstream/subj/accuracy', 'last', True, chance=50.0),
+      Measure('MPQA', 'best/eval/downstream/mpqa/accuracy', 'last', True, chance=50.0),
     ),
     paper='Table 3 (BookCorpus, 1M iterations): Ours SICK r/rho/MSE 0.842/0.767/0.298, MR 77.3, CR 81.8, SUBJ 92.6, '
     'MPQA 87.9; Ours + LN 0.854/0.785/0.277, 79.5, 82.6, 93.4, 89.0 (LN better on every task). Figure 3: LN gives '

@@ -353,6 +353,15 @@ def summary_table(summaries: dict[str, dict], titles: dict[str, str]) -> str:
   return markdown_table(['result', 'verdict', 'why', 'data', 'runs', 'seeds', 'wall time'], rows)
 
 
+def total_line(summaries: dict[str, dict]) -> str:
+  runs = sum(s['runs'] for s in summaries.values())
+  seconds = sum(s['wall_seconds'] or 0 for s in summaries.values())
+  return (
+    f'{runs} runs; their wall times add up to {seconds / 3600:.1f} h (runs launched side by side with --jobs take '
+    'less time from start to end).'
+  )
+
+
 def git_commit() -> str:
   try:
     done = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=False)
@@ -487,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     'A claim "A beats B" holds when their means over seeds differ by more than the spread between seeds (with one '
     'seed, the direction alone decides, and the verdict says so).',
     summary_table(summaries, titles),
+    total_line(summaries),
   ]
   report = '\n\n'.join(header + sections) + '\n'
   wd.atomic_write(os.path.join(args.out, 'REPORT.md'), report)

@@ -206,3 +206,20 @@ def test_bad_arguments_exit_2_with_the_fix(tmp_path):
   assert done.returncode == 2 and 'unknown result fig9' in done.stderr and 'Traceback' not in done.stderr
   done = reproduce_cli('--scale', 'huge', '--root', str(tmp_path))
   assert done.returncode == 2 and 'smoke' in done.stderr
+
+
+def test_two_classifiers_near_chance_are_no_evidence():
+  result = pr.Result(
+    key='t',
+    aliases=(),
+    title='t',
+    config=None,
+    labels={},
+    measures=(pr.Measure('accuracy', 'm', 'last', True, chance=50.0),),
+    paper='',
+    claims=(),
+  )
+  check = pr.beats('a', 'b', 'accuracy')
+  at_chance = check(result, {'a': [run_with([(1, 53.0)])], 'b': [run_with([(1, 46.0)])]})
+  assert at_chance.holds is False and 'chance' in at_chance.detail
+  assert check(result, {'a': [run_with([(1, 70.0)])], 'b': [run_with([(1, 46.0)])]}).holds
