@@ -223,3 +223,17 @@ def test_two_classifiers_near_chance_are_no_evidence():
   at_chance = check(result, {'a': [run_with([(1, 53.0)])], 'b': [run_with([(1, 46.0)])]})
   assert at_chance.holds is False and 'chance' in at_chance.detail
   assert check(result, {'a': [run_with([(1, 70.0)])], 'b': [run_with([(1, 46.0)])]}).holds
+
+
+def test_readme_status_verdicts_are_the_committed_reports():
+  """The README's Status table carries report/REPORT.md's verdicts (regenerate both with `make report`)."""
+  with open(os.path.join(ROOT, 'report', 'results.json')) as f:
+    verdicts = {key: entry['verdict'] for key, entry in json.load(f).items()}
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  status = readme[readme.index('## Status') : readme.index('## The library')]
+  rows = {'table1': 'Table 1:', 'table2': 'Table 2,', 'fig2': 'Figure 2:', 'table3': 'Table 3,', 'fig4': 'Figure 4:'}
+  rows |= {'fig5': 'Figure 5:', 'fig6': 'Figure 6:'}
+  for key, start in rows.items():
+    line = next(line for line in status.splitlines() if line.startswith(f'| {start}'))
+    assert line.split(' | ')[2].startswith(verdicts[key]), (key, verdicts[key], line)
