@@ -21,6 +21,7 @@ rest marked incomplete): run the same command again when the jobs have finished.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -63,12 +64,16 @@ DATA_KINDS = {
 # --- Running and collecting ----------------------------------------------------------------------------------------
 
 
-def result_points(result: pr.Result, scale: str, root: str, seeds: int, python: str) -> list[sweep.Point]:
+def result_points(
+  result: pr.Result, scale: str, root: str, seeds: int, python: str, fields: dict | None = None
+) -> list[sweep.Point]:
+  """The result's runs; `fields` ({'data.dir': '/data/coco'}) are set in every run's config, as sweep's --set."""
   return sweep.build_points(
     result.config,
     SCALES[scale],
     os.path.join(root, result.key),
     python=python,
+    extra=[f'{k}={sweep.format_value(v)}' for k, v in (fields or {}).items()],
     seeds=seeds,
     more_points=result.controls,
   )
@@ -79,12 +84,12 @@ def point_key(point: sweep.Point) -> str:
   return sweep.workdir_name({k: v for k, v in point.overrides.items() if k != 'seed'})
 
 
-def expected_config(module, variant: str | None, overrides: dict) -> dict:
+def expected_config(module, variant: str | None, overrides: dict, extra: dict | None = None) -> dict:
   """The resolved config the point's command builds, as config.json holds it."""
   point_variant, fields = sweep.split_point(module, variant, overrides)
   config = module.get_config() if point_variant is None else module.get_config(point_variant)
   with config.unlocked():
-    for key, value in fields.items():
+    for key, value in {**fields, **(extra or {})}.items():
       *parents, leaf = key.split('.')
       node = config
       for part in parents:
@@ -93,7 +98,7 @@ def expected_config(module, variant: str | None, overrides: dict) -> dict:
   return json.loads(ml_collections.ConfigDict(config).to_json(sort_keys=True))
 
 
-def is_done(point: sweep.Point, module, variant: str | None) -> bool:
+def is_done(point: sweep.Point, module, variant: str | None, extra: dict | None = None) -> bool:
   """True when the workdir finished this very config: collected without starting a process."""
   path = point.argv[point.argv.index('--workdir') + 1]
   try:
@@ -102,7 +107,7 @@ def is_done(point: sweep.Point, module, variant: str | None) -> bool:
     return False
   if not status or status.get('status') != 'done' or saved is None:
     return False
-  return not wd.config_differences(saved, expected_config(module, variant, point.overrides))
+  return not wd.config_differences(saved, expected_config(module, variant, point.overrides, extra))
 
 
 def in_flight(point: sweep.Point) -> bool:
@@ -311,10 +316,10 @@ def result_section(
   problems = []
   if judged['missing']:
     problems.append(
-      f'{len(judged["missing"])} of {judged["runs"]} runs have no logs yet: ' + ', '.join(judged['missing'])
+      f'{len(judged["missing"])} of {judged["runs"]} runs have no logs yet: ' + ', '.join(judged['missing']) + '.'
     )
   if judged['failed']:
-    problems.append('failed (see ROOT/<result>/logs/<run>.log): ' + ', '.join(judged['failed']))
+    problems.append('Failed (see ROOT/<result>/logs/<run>.log): ' + ', '.join(judged['failed']) + '.')
   if problems:
     parts.append('**Incomplete.** ' + ' '.join(problems))
   parts.append(
@@ -389,6 +394,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     default='1',
     help='runs per point (config.seed 0..N-1), default 1; per result too: 1,fig4=3,fig6=3 (3 seeds where cheap)',
   )
+  parser.add_argument(
+    '--set',
+    dest='sets',
+    action='append',
+    default=[],
+    metavar='RESULT:FIELD=VALUE',
+    help='a config field for every run of one result (repeatable), e.g. fig4:data.dir=/data/binarized_mnist',
+  )
   parser.add_argument('--dry-run', action='store_true', help='print what would run and what is done; run nothing')
   sweep.add_launch_arguments(parser)
   args = parser.parse_args(argv)
@@ -398,6 +411,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.error(str(e))
   if args.jobs < 1:
     parser.error(f'--jobs must be at least 1, got {args.jobs}.')
+  try:
+    args.fields_of = parse_sets(args.sets)
+  except ValueError as e:
+    parser.error(str(e))
+  for flag, path in (('--root', args.root), ('--out', args.out)):
+    if os.path.exists(path) and not os.path.isdir(path):
+      parser.error(f'{flag} {path} is a file; give a directory (it is created if missing).')
   return args
 
 
@@ -419,6 +439,26 @@ def parse_seeds(text: str) -> dict[str, int]:
   return seeds
 
 
+def parse_sets(items: Sequence[str]) -> dict[str, dict]:
+  """['fig4:data.dir=/d'] -> {'fig4': {'data.dir': '/d'}}; values as Python literals where they parse, else text."""
+  names = {name: r.key for r in pr.RESULTS for name in (r.key, *r.aliases)}
+  fields: dict[str, dict] = {}
+  for item in items:
+    name, colon, assignment = item.partition(':')
+    field, equals, text = assignment.partition('=')
+    if not colon or not equals or not field or name not in names:
+      raise ValueError(
+        f'--set {item!r}: expected RESULT:FIELD=VALUE with RESULT one of {", ".join(r.key for r in pr.RESULTS)}, '
+        'e.g. --set fig4:data.dir=/data/binarized_mnist.'
+      )
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    fields.setdefault(names[name], {})[field] = value
+  return fields
+
+
 def seeds_for(args: argparse.Namespace, result: pr.Result) -> int:
   return args.seeds_of.get(result.key, args.seeds_of['*'])
 
@@ -429,7 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     results = pr.select(args.only.split(',') if args.only else None)
     plans = {
-      r.key: [] if r.config is None else result_points(r, args.scale, args.root, seeds_for(args, r), sys.executable)
+      r.key: []
+      if r.config is None
+      else result_points(r, args.scale, args.root, seeds_for(args, r), sys.executable, args.fields_of.get(r.key))
       for r in results
     }
   except ValueError as e:
@@ -450,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       sections.append(text)
       continue
     module = sweep.load_config_module(result.config)
-    pending = [p for p in points if not is_done(p, module, variant)]
+    extra = args.fields_of.get(result.key)
+    pending = [p for p in points if not is_done(p, module, variant, extra)]
     running = [p for p in pending if in_flight(p)]
     pending = [p for p in pending if p not in running]
     elsewhere = f', {len(running)} running in another process (collected as far as they got)' if running else ''
@@ -471,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
       if args.executor != 'slurm':
-        failed = [p.name for p in pending if not is_done(p, module, variant)]
+        failed = [p.name for p in pending if not is_done(p, module, variant, extra)]
     if running:
       failed += [f'{p.name} (still running)' for p in running]
     judged = judge(result, points, seeds_for(args, result), failed)

@@ -237,3 +237,25 @@ def test_readme_status_verdicts_are_the_committed_reports():
   for key, start in rows.items():
     line = next(line for line in status.splitlines() if line.startswith(f'| {start}'))
     assert line.split(' | ')[2].startswith(verdicts[key]), (key, verdicts[key], line)
+
+
+def test_a_file_as_root_or_out_is_refused_before_anything_runs(tmp_path):
+  file = tmp_path / 'notes.txt'
+  file.write_text('keep me')
+  for flag in ('--root', '--out'):
+    other = '--out' if flag == '--root' else '--root'
+    done = reproduce_cli('--scale', 'smoke', flag, str(file), other, str(tmp_path / 'd'), '--only', 'table1')
+    assert done.returncode == 2 and f'{flag} {file} is a file' in done.stderr and 'Traceback' not in done.stderr
+  assert file.read_text() == 'keep me' and not (tmp_path / 'd').exists()
+
+
+def test_set_reaches_every_run_and_the_done_check():
+  result = pr.select(['fig4'])[0]
+  points = reproduce.result_points(result, 'paper', 'r', 1, 'python', {'data.dir': '/data/mnist'})
+  assert all('--config.data.dir=/data/mnist' in p.argv for p in points)
+  module = sweep.load_config_module(result.config)
+  expected = reproduce.expected_config(module, 'paper', points[0].overrides, {'data.dir': '/data/mnist'})
+  assert expected['data']['dir'] == '/data/mnist' and expected['data']['source'] == 'amat'
+  assert reproduce.parse_sets(['draw:data.dir=/d', 'fig4:seed=3']) == {'fig4': {'data.dir': '/d', 'seed': 3}}
+  with pytest.raises(ValueError, match='RESULT:FIELD=VALUE'):
+    reproduce.parse_sets(['data.dir=/d'])
