@@ -169,6 +169,29 @@ class RunLogs:
     return os.path.basename(os.path.normpath(self.path))
 
 
+def seedless(name: str) -> str:
+  """A sweep workdir's name without its `seed=K` part: the runs of one point over seeds share it."""
+  return ','.join(part for part in name.split(',') if not part.startswith('seed='))
+
+
+def disambiguate(labels: Sequence[str], names: Sequence[str]) -> list[str]:
+  """Labels that two different points share get the point's directory name; the seeds of one point keep one label."""
+  pairs = list(zip(labels, names, strict=True))
+  points = {label: {seedless(name) for other, name in pairs if other == label} for label in labels}
+  return [f'{label} ({seedless(name)})' if len(points[label]) > 1 else label for label, name in pairs]
+
+
+def legend_by_label(ax, **kwargs) -> None:
+  """The legend with one entry per label: the seeds of one point share theirs, shown once with their count."""
+  handles, labels = ax.get_legend_handles_labels()
+  first, count = {}, {}
+  for handle, label in zip(handles, labels, strict=True):
+    first.setdefault(label, handle)
+    count[label] = count.get(label, 0) + 1
+  texts = [f'{label} ({count[label]} seeds)' if count[label] > 1 else label for label in first]
+  ax.legend(list(first.values()), texts, **kwargs)
+
+
 def load(path: str) -> RunLogs:
   """Reads `path`'s metrics.jsonl (ValueError naming the file if missing or malformed), config.json, status.json."""
   rows = wd.read_rows(path, strict=True)
@@ -269,11 +292,9 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
   entries = [legend_entry(layout, run) for run in runs]
   if labels is not None:
     entries = [(i, label, colour) for (i, _, colour), label in zip(entries, labels, strict=True)]
-  names = [e[1] for e in entries]
-  # Two runs of one kind (seeds, learning rates) are told apart by their directory names.
-  entries = [
-    (i, f'{lab} ({r.name})' if names.count(lab) > 1 else lab, c) for (i, lab, c), r in zip(entries, runs, strict=True)
-  ]
+  # Two runs of one kind (learning rates, ...) are told apart by their directory names; seeds share a label.
+  shown = disambiguate([e[1] for e in entries], [r.name for r in runs])
+  entries = [(i, label, c) for (i, _, c), label in zip(entries, shown, strict=True)]
   drawn = sorted(zip(entries, runs, strict=True), key=lambda er: (er[0][0], er[0][1]))
   rows = len(layout.panels) // layout.columns  # Every layout fills its grid.
   width = 4.6 * layout.columns + 1.0
@@ -319,7 +340,7 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
     ax.set_xlabel(layout.xlabel)
     ax.set_ylabel(panel.ylabel)
     ax.grid(True, alpha=0.3, which='both' if layout.xscale == 'log' else 'major')
-  fig.axes[0].legend(fontsize=8)
+  legend_by_label(fig.axes[0], fontsize=8)
   sources = {_get(r.config, 'data.source') for r in runs} - {None}
   title = layout.title + (f' (data: {sources.pop()})' if len(sources) == 1 else '')
   fig.suptitle(textwrap.fill(title, int(13 * width)), fontsize=10)

@@ -166,9 +166,10 @@ def _check_x(runs: Sequence[Run], x: str) -> None:
 
 
 def _labels(runs: Sequence[Run]) -> list[str]:
-  """Norm names where they tell runs apart; the directory name added where they do not."""
+  """Norm names where they tell runs apart; the directory name added where they do not (seeds share a name)."""
   base = [run.norm or run.name for run in runs]
-  return [f'{b} ({run.name})' if base.count(b) > 1 and run.norm else b for b, run in zip(base, runs, strict=True)]
+  named = figures.disambiguate(base, [run.name for run in runs])
+  return [n if run.norm else b for b, n, run in zip(base, named, runs, strict=True)]
 
 
 def _sort_key(run: Run):
@@ -213,7 +214,7 @@ def _draw(ax, runs: Sequence[Run], metric: str, x: str, colour_by_norm: bool) ->
   ax.set_xlabel(X_LABELS.get(x, x))
   ax.set_ylabel(ylabel)
   ax.grid(True, alpha=0.3)
-  ax.legend()
+  figures.legend_by_label(ax)
   return ylabel
 
 

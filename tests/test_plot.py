@@ -386,3 +386,11 @@ def test_scripts_plot_imports_no_jax():
   code = 'import sys, scripts.plot, experiments.figures; assert "jax" not in sys.modules, "jax imported"'
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_seeds_of_one_point_share_one_legend_entry(tmp_path):
+  for name, loss in (('norm=ln', 1.0), ('norm=ln,seed=1', 2.0), ('norm=none', 3.0), ('norm=none,seed=1', 4.0)):
+    write_run(tmp_path / name, {'norm': name.split(',')[0][5:]}, [{'step': 0, 'loss': loss}, {'step': 1, 'loss': loss}])
+  (ax, *_) = plot.make_figure([str(tmp_path)], metrics=['loss']).axes
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == ['Baseline (2 seeds)', 'LayerNorm (2 seeds)']
+  assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [1.0, 2.0, 3.0, 4.0]  # Every seed still drawn.
