@@ -100,7 +100,7 @@ def expected_config(module, variant: str | None, overrides: dict, extra: dict | 
 
 def is_done(point: sweep.Point, module, variant: str | None, extra: dict | None = None) -> bool:
   """True when the workdir finished this very config: collected without starting a process."""
-  path = point.argv[point.argv.index('--workdir') + 1]
+  path = point.workdir
   try:
     status, saved = wd.read_status(path), wd.read_saved_config(path)
   except wd.WorkdirError:
@@ -112,7 +112,7 @@ def is_done(point: sweep.Point, module, variant: str | None, extra: dict | None 
 
 def in_flight(point: sweep.Point) -> bool:
   """True while another process trains in the point's workdir (it holds the workdir's lock): not launched again."""
-  path = workdir_of(point)
+  path = point.workdir
   if not os.path.isfile(os.path.join(path, wd.LOCK_FILE)):
     return False
   try:
@@ -120,10 +120,6 @@ def in_flight(point: sweep.Point) -> bool:
   except wd.WorkdirError:
     return True
   return False
-
-
-def workdir_of(point: sweep.Point) -> str:
-  return point.argv[point.argv.index('--workdir') + 1]
 
 
 def run_seconds(path: str) -> float | None:
@@ -168,7 +164,7 @@ def collect(points: Sequence[sweep.Point]) -> tuple[pr.Groups, list[str]]:
   groups: pr.Groups = {}
   missing = []
   for point in points:
-    path = workdir_of(point)
+    path = point.workdir
     try:
       run = plot.load_run(path)
     except ValueError:
@@ -252,7 +248,7 @@ def judge(result: pr.Result, points: Sequence[sweep.Point], seeds: int, failed: 
     table[result.label(key)] = row
   outcomes = [claim.check(result, groups) for claim in result.claims]
   word, why = pr.verdict(outcomes, seeds)
-  seconds = [run_seconds(workdir_of(p)) for p in points]
+  seconds = [run_seconds(p.workdir) for p in points]
   return {
     'groups': groups,
     'keys': keys,

@@ -44,6 +44,7 @@ class Point:
   name: str  # The workdir's name under the root.
   overrides: dict[str, Any]
   argv: list[str]  # The command that runs it.
+  workdir: str  # ROOT/<name>, as the command's --workdir.
 
 
 def load_config_module(path: str):
@@ -179,8 +180,9 @@ def build_points(
     argv = [python, '-m', module, '--config', config_arg]
     argv += [f'--config.{k}={format_value(v)}' for k, v in fields.items()]
     argv += [f'--config.{item}' for item in extra]
-    argv += ['--workdir', os.path.join(root, name)]
-    points.append(Point(name, overrides, argv))
+    workdir = os.path.join(root, name)
+    argv += ['--workdir', workdir]
+    points.append(Point(name, overrides, argv, workdir))
   return points
 
 

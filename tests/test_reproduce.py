@@ -192,7 +192,7 @@ def check_rerun(root, out):
   point = reproduce.result_points(result, 'smoke', str(root), 1, sys.executable)[0]
   module = sweep.load_config_module(result.config)
   assert reproduce.is_done(point, module, 'smoke')
-  config_path = os.path.join(reproduce.workdir_of(point), 'config.json')
+  config_path = os.path.join(point.workdir, 'config.json')
   with open(config_path) as f:
     saved = json.load(f)
   saved['optimizer']['learning_rate'] *= 2
