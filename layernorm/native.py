@@ -35,7 +35,8 @@ import jax
 import jaxlib
 import numpy as np
 
-SOURCE = Path(__file__).parent / 'csrc' / 'layer_norm_cpu.cc'
+# One library from both files: the layer-norm kernels and the LSTM step kernels (`layernorm.fused_lstm`).
+SOURCES = tuple(Path(__file__).parent / 'csrc' / name for name in ('layer_norm_cpu.cc', 'lstm_step_cpu.cc'))
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 ENV_SWITCH = 'LAYERNORM_NATIVE'
 # FFI handlers, per dtype the kernel is compiled for: (forward target, its symbol), (backward target, its symbol).
@@ -49,6 +50,11 @@ TARGETS = {
     ('layernorm_backward_f64', 'LayerNormBackwardF64'),
   ),
 }
+# The LSTM step kernels (float32 only): forward and backward of one step after its matmul (csrc/lstm_step_cpu.cc).
+LSTM_TARGETS = (
+  ('layernorm_lstm_step_forward_f32', 'LstmStepForwardF32'),
+  ('layernorm_lstm_step_backward_f32', 'LstmStepBackwardF32'),
+)
 
 
 def enabled() -> bool:
@@ -85,7 +91,7 @@ def _cpu_fingerprint() -> str:
 
 
 def library_path(compiler: str) -> Path:
-  key = '\n'.join([SOURCE.read_text(), compiler, ' '.join(FLAGS), jaxlib.__version__, _cpu_fingerprint()])
+  key = '\n'.join([*(source.read_text() for source in SOURCES), compiler, ' '.join(FLAGS), jaxlib.__version__, _cpu_fingerprint()])
   return cache_dir() / f'layer_norm_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
 
 
@@ -97,7 +103,7 @@ def build(compiler: str) -> Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=path.parent, suffix='.so', delete=False) as tmp:
     tmp_path = Path(tmp.name)
-  command = [compiler, *FLAGS, '-I', jax.ffi.include_dir(), str(SOURCE), '-o', str(tmp_path)]
+  command = [compiler, *FLAGS, '-I', jax.ffi.include_dir(), *map(str, SOURCES), '-o', str(tmp_path)]
   try:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
@@ -127,9 +133,8 @@ def _load() -> bool:
     if compiler is None:
       raise RuntimeError('no C++ compiler found (set CXX, or install g++)')
     library = load_library(compiler)
-    for handlers in TARGETS.values():
-      for target, symbol in handlers:
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+    for target, symbol in [*(h for handlers in TARGETS.values() for h in handlers), *LSTM_TARGETS]:
+      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
   except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as error:
     warnings.warn(
       f'layernorm: the native CPU layer-norm kernels are unavailable ({error}); using the XLA path, which is 1.5-4x '
@@ -176,3 +181,29 @@ def backward(x, mean, rstd, scale, dy, center: bool = True) -> tuple[jax.Array, 
   param = jax.ShapeDtypeStruct(scale.shape, x.dtype)
   call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(x.shape, x.dtype), param, param), vmap_method='broadcast_all')
   return call(x, mean, rstd, scale, dy, center=bool(center))
+
+
+def lstm_step_forward(gx, gh, c, h, lengths, t, params, eps: float, ln: bool):
+  """One LSTM step after its matmul by the kernel (csrc/lstm_step_cpu.cc): returns the new (c, h) and the output y.
+
+  gx, gh (B, 4H) float32; c, h (B, H); lengths (B,) and t () int32; params (bias, scale_h, bias_h, scale_c, bias_c).
+  Rows with t >= lengths keep (c, h) and output 0. Only for CPU, after `available(np.float32)`. Under `vmap` the
+  call runs once per batch element (`sequential`): layernorm.fused_lstm is not vmapped in this project.
+  """
+  carry = jax.ShapeDtypeStruct(c.shape, np.float32)
+  call = jax.ffi.ffi_call(LSTM_TARGETS[0][0], (carry, carry, carry), vmap_method='sequential')
+  return call(gx, gh, c, h, lengths, t, *params, eps=np.float64(eps), ln=bool(ln))
+
+
+def lstm_step_backward(gx, gh, c, dc, dh, dy, lengths, t, params, eps: float, ln: bool):
+  """The transpose of `lstm_step_forward` at cotangents (dc, dh) of its carry and dy of its output.
+
+  Returns d gx, d gh (B, 4H), d c_prev, the part of d h_prev that skips the step (B, H), and this step's row sums of
+  d scale_h (4H), d scale_c and d bias_c (H).
+  """
+  b, h4 = gx.shape
+  gates = jax.ShapeDtypeStruct((b, h4), np.float32)
+  carry = jax.ShapeDtypeStruct((b, h4 // 4), np.float32)
+  shapes = (gates, gates, carry, carry, jax.ShapeDtypeStruct((h4,), np.float32), *(jax.ShapeDtypeStruct((h4 // 4,), np.float32),) * 2)
+  call = jax.ffi.ffi_call(LSTM_TARGETS[1][0], shapes, vmap_method='sequential')
+  return call(gx, gh, c, dc, dh, dy, lengths, t, *params, eps=np.float64(eps), ln=bool(ln))

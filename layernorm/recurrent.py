@@ -3,6 +3,11 @@
 The cell's parameters are closed over by the scan; the rest of its state (batch-norm running statistics, RNG
 counts) is threaded through the scan's carry and written back into the cell afterwards, so cells that update
 state at every step, like `BNLSTMCell` in training mode, work under `jax.jit`, `nnx.jit` and `jax.grad`.
+
+`LSTMCell` and `LNLSTMCell` (float32, one batch axis, forwards) instead run through `layernorm.fused_lstm`: the same
+function with the input projection hoisted out of the loop, one native kernel per step on CPU and a hand-written
+backward, 1.3-1.9x faster forward+backward at the attentive reader's size (benchmarks/README.md). `impl='scan'` keeps
+the generic scan, which forward-mode derivatives (`jvp`, `hessian`) of those cells need.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from layernorm import fused_lstm
+
+IMPLEMENTATIONS = ('auto', 'scan')
 Array = jax.Array
 Carry = Any
 
@@ -33,6 +41,7 @@ def unroll(
   seq_lengths: Array | None = None,
   time_major: bool = False,
   reverse: bool = False,
+  impl: str = 'auto',
 ) -> tuple[Carry, Array]:
   """Applies `cell(carry, x) -> (carry, y)` at every time step of `xs`.
 
@@ -49,13 +58,18 @@ def unroll(
     reverse: process time backwards, from the last step to the first. Outputs stay in input order (`ys[..., t, :]`
       is the output at step t). With `seq_lengths`, the padded tail comes first and leaves the carry untouched, so
       each example's reverse pass starts at its last valid step from the initial carry.
+    impl: 'auto' runs `LSTMCell` and `LNLSTMCell` through `layernorm.fused_lstm` where it applies (float32 inputs and
+      carry, one batch axis, not reversed) and every other cell as a scan of `cell(carry, x)`; 'scan' always scans
+      (the fused path is a `jax.custom_vjp`, so `jvp`, `jacfwd` and `hessian` need 'scan').
 
   Returns:
     `(carry, ys)`: the final carry and the stacked outputs, laid out as `xs` (time-major or batch-major).
 
   Raises:
-    ValueError: `xs` has fewer than 2 axes, or `seq_lengths` does not have the batch shape.
+    ValueError: `xs` has fewer than 2 axes, `seq_lengths` does not have the batch shape, or `impl` is unknown.
   """
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f'unroll impl must be one of {IMPLEMENTATIONS}; got {impl!r}.')
   xs = jnp.asarray(xs)
   if xs.ndim < 2:
     raise ValueError(f'unroll expects inputs of shape [*batch, T, D] (or [T, *batch, D]); got shape {xs.shape}.')
@@ -69,6 +83,12 @@ def unroll(
       )
   if carry is None:
     carry = cell.initialize_carry(xs_TxBxD.shape[1:])
+  if impl == 'auto' and not reverse and fused_lstm.applies(cell, xs_TxBxD, carry):
+    weights, ln, eps = fused_lstm.weights_of(cell)
+    steps = xs_TxBxD.shape[0]
+    lengths_B = jnp.full(batch_shape, steps, jnp.int32) if seq_lengths is None else seq_lengths.astype(jnp.int32)
+    carry, ys_TxBxH = fused_lstm.lstm_sequence(weights, xs_TxBxD, *carry, lengths_B, ln, eps)
+    return tuple(carry), ys_TxBxH if time_major else jnp.moveaxis(ys_TxBxH, 0, -2)
 
   graphdef, params, state = nnx.split(cell, nnx.Param, ...)
 

@@ -1,0 +1,256 @@
+"""A whole sequence of `LSTMCell` or `LNLSTMCell` steps with a hand-written backward: what `unroll` runs for them.
+
+`unroll` runs any cell as `lax.scan` over `cell(carry, x)`, and `jax.grad` then differentiates that scan: every
+backward step does four matmuls (d h_prev, d x_t, and the two weight gradients accumulated inside the loop) and, for
+the LN-LSTM, a dozen element-wise and reduction kernels. At the attentive reader's size (batch 64, hidden 128) those
+per-step costs, not arithmetic, set the time, and the LN-LSTM's step cost 30-45 % more than the LSTM's
+(benchmarks/README.md). This module computes the same function (appendix eq. 20-22, with `unroll`'s padding rule) as
+the persistent-RNN libraries (cuDNN, haste) do:
+
+  forward:  P = X W_x for all T x B rows at once (one large matmul), G_x = LN_x(P) likewise (one layer norm), then a
+            scan whose step is the matmul h W_h and one kernel for the rest of the step;
+  backward: a reverse scan whose step is one kernel (the step's transpose, recomputing its activations from the
+            saved G_x, G_h = h W_h and c_prev) and one matmul (d h_prev = d G_h W_h^T); then W_x's, W_h's and the
+            inputs' gradients and LN_x's backward for all steps at once, as large matmuls.
+
+On CPU the step kernels are native (`csrc/lstm_step_cpu.cc`, built with the layer-norm kernels by `layernorm.native`);
+elsewhere, or with `LAYERNORM_NATIVE=0`, the step is the same formulas in jnp (`reference_step`) and its transpose is
+JAX's. Both give the scan's values within float32 rounding (tests/test_fused_lstm.py).
+
+Trade-off: a `jax.custom_vjp`, so forward-mode derivatives (`jvp`, `jacfwd`, `hessian`) of a fused unroll are not
+available: pass `unroll(..., impl='scan')` for those. And a second implementation of two cells to keep equal to
+their `__call__` (the tests compare them, values and gradients).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from layernorm import cells, native
+from layernorm.ops import layer_norm
+
+Array = jax.Array
+
+
+class Weights(NamedTuple):
+  """The parameters of one cell; the LN gains and biases are None for the plain LSTM."""
+
+  kernel_i: Array  # (D, 4H)
+  kernel_h: Array  # (H, 4H)
+  bias: Array  # (4H,)
+  scale_i: Array | None = None  # (4H,) LN of W_x x
+  bias_i: Array | None = None
+  scale_h: Array | None = None  # (4H,) LN of W_h h
+  bias_h: Array | None = None
+  scale_c: Array | None = None  # (H,) LN of c
+  bias_c: Array | None = None
+
+
+def _plain_layer_norm(ln: nnx.Module) -> float | None:
+  """The eps of an LN module the fused path computes exactly (gain and bias, last axis, float32, no mask), else None."""
+  plain = (
+    ln.scale is not None
+    and ln.bias is not None
+    and ln.dtype in (None, jnp.float32)
+    and ln.axis_name is None
+    and ln.reduction_axes in (-1, (-1,))
+    and ln.feature_axes in (-1, (-1,))
+    and ln.scale[...].dtype == jnp.float32
+    and ln.bias[...].dtype == jnp.float32
+  )
+  return float(ln.epsilon) if plain else None
+
+
+def weights_of(cell: nnx.Module) -> tuple[Weights, bool, float] | None:
+  """(weights, ln, eps) of an `LSTMCell` or `LNLSTMCell` the fused path can run, else None (any other cell, a
+  subclass, which may change the step, or an LN-LSTM whose layer norms are configured differently)."""
+  if type(cell) not in (cells.LSTMCell, cells.LNLSTMCell):
+    return None
+  params = (cell.dense_i.kernel, cell.dense_h.kernel, cell.bias)
+  if any(p[...].dtype != jnp.float32 for p in params) or cell.dense_i.bias is not None or cell.dense_h.bias is not None:
+    return None
+  weights = Weights(*(p[...] for p in params))
+  if type(cell) is cells.LSTMCell:
+    return weights, False, 0.0
+  lns = (cell.ln_i, cell.ln_h, cell.ln_c)
+  eps = {_plain_layer_norm(ln) for ln in lns}
+  if len(eps) != 1 or None in eps:
+    return None
+  norm = {f'{k}_{n}': getattr(ln, k)[...] for n, ln in zip('ihc', lns, strict=True) for k in ('scale', 'bias')}
+  return weights._replace(**norm), True, eps.pop()
+
+
+def applies(cell: nnx.Module, xs_TxBxD: Array, carry) -> bool:
+  """Whether `unroll` can run `cell` over these time-major inputs and carry through `lstm_sequence`."""
+  if xs_TxBxD.ndim != 3 or xs_TxBxD.dtype != jnp.float32 or weights_of(cell) is None:
+    return False
+  if xs_TxBxD.shape[-1] != cell.in_features:  # the scan path raises the cell's own error
+    return False
+  if not (isinstance(carry, tuple) and len(carry) == 2):
+    return False
+  shape = (xs_TxBxD.shape[1], cell.hidden_features)
+  return all(getattr(a, 'shape', None) == shape and a.dtype == jnp.float32 for a in carry)
+
+
+def _step_params(w: Weights, hidden: int) -> tuple[Array, ...]:
+  """The step's own parameters (bias, scale_h, bias_h, scale_c, bias_c); constants stand in for a plain LSTM's."""
+  if w.scale_h is None:
+    ones, zeros = np.ones((4 * hidden,), np.float32), np.zeros((4 * hidden,), np.float32)
+    return w.bias, ones, zeros, ones[:hidden], zeros[:hidden]
+  return w.bias, w.scale_h, w.bias_h, w.scale_c, w.bias_c
+
+
+def reference_step(gx, gh, c, h, lengths, t, params, eps: float, ln: bool):
+  """One step after its matmul in jnp: returns the new (c, h) and the output, padding rows (t >= length) unchanged.
+
+  gx = LN_x(W_x x) (or W_x x), gh = W_h h; params as `_step_params`. Eq. 20-22 (eq. 17-19 without ln), as the cells'
+  `__call__` computes them.
+  """
+  bias, scale_h, bias_h, scale_c, bias_c = params
+  gates = gx + (layer_norm(gh, scale_h, bias_h, eps=eps) if ln else gh) + bias
+  c_new, o = cells._lstm_update(gates, c)
+  h_new = o * jnp.tanh(layer_norm(c_new, scale_c, bias_c, eps=eps) if ln else c_new)
+  valid = (t < lengths)[:, None]
+  return jnp.where(valid, c_new, c), jnp.where(valid, h_new, h), jnp.where(valid, h_new, 0.0)
+
+
+def _reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln):
+  """The kernel's backward outputs, by JAX's transpose of `reference_step`."""
+  bias, scale_h, bias_h, scale_c, bias_c = params
+
+  def step(gx, gh, c, h, scale_h, scale_c, bias_c):
+    return reference_step(gx, gh, c, h, lengths, t, (bias, scale_h, bias_h, scale_c, bias_c), eps, ln)
+
+  _, vjp = jax.vjp(step, gx, gh, c, h, scale_h, scale_c, bias_c)
+  return vjp((dc, dh, dy))
+
+
+def _native_step() -> bool:
+  return native.available(np.float32)
+
+
+def _step_forward(gx, gh, c, h, lengths, t, params, eps, ln):
+  if not _native_step():
+    return reference_step(gx, gh, c, h, lengths, t, params, eps, ln)
+  return jax.lax.platform_dependent(
+    gx,
+    gh,
+    c,
+    h,
+    lengths,
+    t,
+    *params,
+    cpu=lambda gx, gh, c, h, lengths, t, *p: tuple(native.lstm_step_forward(gx, gh, c, h, lengths, t, p, eps, ln)),
+    default=lambda gx, gh, c, h, lengths, t, *p: reference_step(gx, gh, c, h, lengths, t, p, eps, ln),
+  )
+
+
+def _step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln):
+  """(d gx, d gh, d c_prev, d h_prev's skip part, d scale_h, d scale_c, d bias_c) of one step."""
+  if not _native_step():
+    return _reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln)
+
+  def cpu(gx, gh, c, h, dc, dh, dy, lengths, t, *p):
+    return tuple(native.lstm_step_backward(gx, gh, c, dc, dh, dy, lengths, t, p, eps, ln))
+
+  def default(gx, gh, c, h, dc, dh, dy, lengths, t, *p):
+    return tuple(_reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, p, eps, ln))
+
+  return jax.lax.platform_dependent(gx, gh, c, h, dc, dh, dy, lengths, t, *params, cpu=cpu, default=default)
+
+
+def _input_gates(w: Weights, xs_TxBxD: Array, ln: bool, eps: float) -> tuple[Array, Array]:
+  """P = X W_x and G_x = LN_x(P) (G_x = P without ln), for all steps at once, as (T, B, 4H)."""
+  t, b, d = xs_TxBxD.shape
+  p = xs_TxBxD.reshape(t * b, d) @ w.kernel_i
+  g = layer_norm(p, w.scale_i, w.bias_i, eps=eps) if ln else p
+  return p.reshape(t, b, -1), g.reshape(t, b, -1)
+
+
+def _forward(w, xs_TxBxD, c0, h0, lengths, ln, eps, keep_residuals):
+  hidden = w.kernel_h.shape[0]
+  params = _step_params(w, hidden)
+  p, gx = _input_gates(w, xs_TxBxD, ln, eps)
+
+  def step(carry, inputs):
+    c, h = carry
+    gx_t, t = inputs
+    gh_t = h @ w.kernel_h
+    c_new, h_new, y = _step_forward(gx_t, gh_t, c, h, lengths, t, params, eps, ln)
+    return (c_new, h_new), ((y, gh_t, c, h) if keep_residuals else y)
+
+  steps = jnp.arange(xs_TxBxD.shape[0], dtype=jnp.int32)
+  carry, outputs = jax.lax.scan(step, (c0, h0), (gx, steps))
+  if not keep_residuals:
+    return carry, outputs, None
+  ys, gh, c_prev, h_prev = outputs
+  return carry, ys, (p, gx, gh, c_prev, h_prev)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def lstm_sequence(w: Weights, xs_TxBxD: Array, c0: Array, h0: Array, lengths_B: Array, ln: bool, eps: float):
+  """Runs the LSTM (ln=False) or LN-LSTM over time-major inputs from the carry (c0, h0).
+
+  Args:
+    w: the cell's parameters (`weights_of`).
+    xs_TxBxD: float32 inputs, time first.
+    c0, h0: the initial carry, (B, H) float32.
+    lengths_B: int32 valid steps per example; at steps t >= length the carry is left unchanged and the output is 0.
+    ln: the LN-LSTM (eq. 20-22) or the LSTM (eq. 17-19).
+    eps: the layer norms' epsilon.
+
+  Returns:
+    ((c, h), ys_TxBxH): the final carry and every step's output, as `unroll` returns them (time-major).
+  """
+  carry, ys, _ = _forward(w, xs_TxBxD, c0, h0, lengths_B, ln, eps, keep_residuals=False)
+  return carry, ys
+
+
+def _lstm_sequence_fwd(w, xs_TxBxD, c0, h0, lengths_B, ln, eps):
+  carry, ys, residuals = _forward(w, xs_TxBxD, c0, h0, lengths_B, ln, eps, keep_residuals=True)
+  return (carry, ys), (w, xs_TxBxD, lengths_B, residuals)
+
+
+def _lstm_sequence_bwd(ln, eps, saved, cotangents):
+  w, xs_TxBxD, lengths, (p, gx, gh, c_prev, h_prev) = saved
+  (dc_T, dh_T), dys = cotangents
+  t, b, d = xs_TxBxD.shape
+  hidden = w.kernel_h.shape[0]
+  params = _step_params(w, hidden)
+
+  def step(carry, inputs):
+    dc, dh = carry
+    gx_t, gh_t, c_t, h_t, dy_t, step_t = inputs
+    dgx, dgh, dc_prev, dh_skip, dscale_h, dscale_c, dbias_c = _step_backward(
+      gx_t, gh_t, c_t, h_t, dc, dh, dy_t, lengths, step_t, params, eps, ln
+    )
+    dh_prev = dgh @ w.kernel_h.T + dh_skip
+    return (dc_prev, dh_prev), (dgx, dgh, dscale_h, dscale_c, dbias_c)
+
+  steps = jnp.arange(t, dtype=jnp.int32)
+  (dc0, dh0), (dgx, dgh, dscale_h, dscale_c, dbias_c) = jax.lax.scan(
+    step, (dc_T, dh_T), (gx, gh, c_prev, h_prev, dys, steps), reverse=True
+  )
+  rows = t * b
+  dgx, dgh = dgx.reshape(rows, 4 * hidden), dgh.reshape(rows, 4 * hidden)
+  dbias = dgx.sum(0)
+  grads = dict(kernel_h=h_prev.reshape(rows, hidden).T @ dgh, bias=dbias)
+  if ln:
+    _, ln_vjp = jax.vjp(lambda x, s, o: layer_norm(x, s, o, eps=eps), p.reshape(rows, -1), w.scale_i, w.bias_i)
+    dp, grads['scale_i'], grads['bias_i'] = ln_vjp(dgx)
+    grads.update(scale_h=dscale_h.sum(0), bias_h=dbias, scale_c=dscale_c.sum(0), bias_c=dbias_c.sum(0))
+  else:
+    dp = dgx
+  x = xs_TxBxD.reshape(rows, d)
+  grads['kernel_i'] = x.T @ dp
+  dxs = (dp @ w.kernel_i.T).reshape(t, b, d)
+  return w._replace(**grads), dxs, dc0, dh0, None
+
+
+lstm_sequence.defvjp(_lstm_sequence_fwd, _lstm_sequence_bwd)
