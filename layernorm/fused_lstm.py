@@ -7,11 +7,11 @@ per-step costs, not arithmetic, set the time, and the LN-LSTM's step cost 30-45 
 (benchmarks/README.md). This module computes the same function (appendix eq. 20-22, with `unroll`'s padding rule) as
 the persistent-RNN libraries (cuDNN, haste) do:
 
-  forward:  P = X W_x for all T x B rows at once (one large matmul), G_x = LN_x(P) likewise (one layer norm), then a
-            scan whose step is the matmul h W_h and one kernel for the rest of the step;
+  forward:  P = X W_x for all T x B rows at once (one large matmul), then a scan whose step is the matmul h W_h and
+            one kernel for the rest of the step, all three layer norms included;
   backward: a reverse scan whose step is one kernel (the step's transpose, recomputing its activations from the
-            saved G_x, G_h = h W_h and c_prev) and one matmul (d h_prev = d G_h W_h^T); then W_x's, W_h's and the
-            inputs' gradients and LN_x's backward for all steps at once, as large matmuls.
+            saved P_t, G_t = h W_h and c_prev) and one matmul (d h_prev = d G_t W_h^T); then W_x's, W_h's and the
+            inputs' gradients for all steps at once, as large matmuls.
 
 On CPU the step kernels are native (`csrc/lstm_step_cpu.cc`, built with the layer-norm kernels by `layernorm.native`);
 elsewhere, or with `LAYERNORM_NATIVE=0`, the step is the same formulas in jnp (`reference_step`) and its transpose is
@@ -98,36 +98,53 @@ def applies(cell: nnx.Module, xs_TxBxD: Array, carry) -> bool:
   return all(getattr(a, 'shape', None) == shape and a.dtype == jnp.float32 for a in carry)
 
 
-def _step_params(w: Weights, hidden: int) -> tuple[Array, ...]:
-  """The step's own parameters (bias, scale_h, bias_h, scale_c, bias_c); constants stand in for a plain LSTM's."""
-  if w.scale_h is None:
-    ones, zeros = np.ones((4 * hidden,), np.float32), np.zeros((4 * hidden,), np.float32)
-    return w.bias, ones, zeros, ones[:hidden], zeros[:hidden]
-  return w.bias, w.scale_h, w.bias_h, w.scale_c, w.bias_c
+# The packed parameter vector of the step kernels, in units of H: bias, scale_x, bias_x, scale_h, bias_h (4H each),
+# scale_c, bias_c (H each); `csrc/lstm_step_cpu.cc` reads it in this order.
+PACKED = (('bias', 4), ('scale_i', 4), ('bias_i', 4), ('scale_h', 4), ('bias_h', 4), ('scale_c', 1), ('bias_c', 1))
 
 
-def reference_step(gx, gh, c, h, lengths, t, params, eps: float, ln: bool):
-  """One step after its matmul in jnp: returns the new (c, h) and the output, padding rows (t >= length) unchanged.
+def pack(w: Weights) -> Array:
+  """The step's parameters as one (22H,) vector; a plain LSTM's LN gains and biases are constants 1 and 0 (unused)."""
+  hidden = w.kernel_h.shape[0]
+  parts = []
+  for name, size in PACKED:
+    value = getattr(w, name)
+    if value is None:
+      value = np.full((size * hidden,), 1.0 if name.startswith('scale') else 0.0, np.float32)
+    parts.append(value)
+  return jnp.concatenate(parts)
 
-  gx = LN_x(W_x x) (or W_x x), gh = W_h h; params as `_step_params`. Eq. 20-22 (eq. 17-19 without ln), as the cells'
-  `__call__` computes them.
+
+def unpack(packed: Array, hidden: int) -> dict[str, Array]:
+  """The inverse of `pack`: name -> its slice."""
+  out, offset = {}, 0
+  for name, size in PACKED:
+    out[name] = packed[offset : offset + size * hidden]
+    offset += size * hidden
+  return out
+
+
+def reference_step(px, gh, c, h, lengths, t, packed, eps: float, ln: bool):
+  """One step after its matmuls in jnp: returns the new (c, h) and the output, padding rows (t >= length) unchanged.
+
+  px = W_x x, gh = W_h h (B, 4H); packed as `pack`. Eq. 20-22 (eq. 17-19 without ln), as the cells' `__call__`
+  computes them.
   """
-  bias, scale_h, bias_h, scale_c, bias_c = params
-  gates = gx + (layer_norm(gh, scale_h, bias_h, eps=eps) if ln else gh) + bias
-  c_new, o = cells._lstm_update(gates, c)
-  h_new = o * jnp.tanh(layer_norm(c_new, scale_c, bias_c, eps=eps) if ln else c_new)
+  p = unpack(packed, c.shape[-1])
+  if ln:
+    gates = layer_norm(px, p['scale_i'], p['bias_i'], eps=eps) + layer_norm(gh, p['scale_h'], p['bias_h'], eps=eps)
+  else:
+    gates = px + gh
+  c_new, o = cells._lstm_update(gates + p['bias'], c)
+  h_new = o * jnp.tanh(layer_norm(c_new, p['scale_c'], p['bias_c'], eps=eps) if ln else c_new)
   valid = (t < lengths)[:, None]
   return jnp.where(valid, c_new, c), jnp.where(valid, h_new, h), jnp.where(valid, h_new, 0.0)
 
 
-def _reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln):
-  """The kernel's backward outputs, by JAX's transpose of `reference_step`."""
-  bias, scale_h, bias_h, scale_c, bias_c = params
-
-  def step(gx, gh, c, h, scale_h, scale_c, bias_c):
-    return reference_step(gx, gh, c, h, lengths, t, (bias, scale_h, bias_h, scale_c, bias_c), eps, ln)
-
-  _, vjp = jax.vjp(step, gx, gh, c, h, scale_h, scale_c, bias_c)
+def reference_step_backward(px, gh, c, h, dc, dh, dy, lengths, t, packed, eps, ln):
+  """The step kernel's backward outputs (d px, d gh, d c_prev, d h_prev's skip part, d packed) by JAX's transpose of
+  `reference_step`."""
+  _, vjp = jax.vjp(lambda px, gh, c, h, p: reference_step(px, gh, c, h, lengths, t, p, eps, ln), px, gh, c, h, packed)
   return vjp((dc, dh, dy))
 
 
@@ -135,62 +152,42 @@ def _native_step() -> bool:
   return native.available(np.float32)
 
 
-def _step_forward(gx, gh, c, h, lengths, t, params, eps, ln):
+def _step_forward(px, gh, c, h, lengths, t, packed, eps, ln):
+  reference = lambda *a: reference_step(*a, eps, ln)
   if not _native_step():
-    return reference_step(gx, gh, c, h, lengths, t, params, eps, ln)
-  return jax.lax.platform_dependent(
-    gx,
-    gh,
-    c,
-    h,
-    lengths,
-    t,
-    *params,
-    cpu=lambda gx, gh, c, h, lengths, t, *p: tuple(native.lstm_step_forward(gx, gh, c, h, lengths, t, p, eps, ln)),
-    default=lambda gx, gh, c, h, lengths, t, *p: reference_step(gx, gh, c, h, lengths, t, p, eps, ln),
-  )
+    return reference(px, gh, c, h, lengths, t, packed)
+  kernel = lambda *a: tuple(native.lstm_step_forward(*a, eps, ln))
+  return jax.lax.platform_dependent(px, gh, c, h, lengths, t, packed, cpu=kernel, default=reference)
 
 
-def _step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln):
-  """(d gx, d gh, d c_prev, d h_prev's skip part, d scale_h, d scale_c, d bias_c) of one step."""
+def _step_backward(px, gh, c, h, dc, dh, dy, lengths, t, packed, eps, ln):
+  """(d px, d gh, d c_prev, d h_prev's skip part, d packed) of one step."""
+  reference = lambda *a: tuple(reference_step_backward(*a, eps, ln))
   if not _native_step():
-    return _reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln)
-
-  def cpu(gx, gh, c, h, dc, dh, dy, lengths, t, *p):
-    return tuple(native.lstm_step_backward(gx, gh, c, dc, dh, dy, lengths, t, p, eps, ln))
-
-  def default(gx, gh, c, h, dc, dh, dy, lengths, t, *p):
-    return tuple(_reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, p, eps, ln))
-
-  return jax.lax.platform_dependent(gx, gh, c, h, dc, dh, dy, lengths, t, *params, cpu=cpu, default=default)
-
-
-def _input_gates(w: Weights, xs_TxBxD: Array, ln: bool, eps: float) -> tuple[Array, Array]:
-  """P = X W_x and G_x = LN_x(P) (G_x = P without ln), for all steps at once, as (T, B, 4H)."""
-  t, b, d = xs_TxBxD.shape
-  p = xs_TxBxD.reshape(t * b, d) @ w.kernel_i
-  g = layer_norm(p, w.scale_i, w.bias_i, eps=eps) if ln else p
-  return p.reshape(t, b, -1), g.reshape(t, b, -1)
+    return reference(px, gh, c, h, dc, dh, dy, lengths, t, packed)
+  # The kernel needs no h: h enters the step only as the padding rows' carry, whose cotangent is dh itself.
+  kernel = lambda px, gh, c, h, *rest: tuple(native.lstm_step_backward(px, gh, c, *rest, eps, ln))
+  return jax.lax.platform_dependent(px, gh, c, h, dc, dh, dy, lengths, t, packed, cpu=kernel, default=reference)
 
 
 def _forward(w, xs_TxBxD, c0, h0, lengths, ln, eps, keep_residuals):
-  hidden = w.kernel_h.shape[0]
-  params = _step_params(w, hidden)
-  p, gx = _input_gates(w, xs_TxBxD, ln, eps)
+  t, b, d = xs_TxBxD.shape
+  packed = pack(w)
+  p_TxBx4H = (xs_TxBxD.reshape(t * b, d) @ w.kernel_i).reshape(t, b, -1)
 
   def step(carry, inputs):
     c, h = carry
-    gx_t, t = inputs
+    px_t, step_t = inputs
     gh_t = h @ w.kernel_h
-    c_new, h_new, y = _step_forward(gx_t, gh_t, c, h, lengths, t, params, eps, ln)
+    c_new, h_new, y = _step_forward(px_t, gh_t, c, h, lengths, step_t, packed, eps, ln)
     return (c_new, h_new), ((y, gh_t, c, h) if keep_residuals else y)
 
-  steps = jnp.arange(xs_TxBxD.shape[0], dtype=jnp.int32)
-  carry, outputs = jax.lax.scan(step, (c0, h0), (gx, steps))
+  steps = jnp.arange(t, dtype=jnp.int32)
+  carry, outputs = jax.lax.scan(step, (c0, h0), (p_TxBx4H, steps))
   if not keep_residuals:
     return carry, outputs, None
   ys, gh, c_prev, h_prev = outputs
-  return carry, ys, (p, gx, gh, c_prev, h_prev)
+  return carry, ys, (packed, p_TxBx4H, gh, c_prev, h_prev)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
@@ -218,37 +215,30 @@ def _lstm_sequence_fwd(w, xs_TxBxD, c0, h0, lengths_B, ln, eps):
 
 
 def _lstm_sequence_bwd(ln, eps, saved, cotangents):
-  w, xs_TxBxD, lengths, (p, gx, gh, c_prev, h_prev) = saved
+  w, xs_TxBxD, lengths, (packed, p, gh, c_prev, h_prev) = saved
   (dc_T, dh_T), dys = cotangents
   t, b, d = xs_TxBxD.shape
   hidden = w.kernel_h.shape[0]
-  params = _step_params(w, hidden)
 
   def step(carry, inputs):
     dc, dh = carry
-    gx_t, gh_t, c_t, h_t, dy_t, step_t = inputs
-    dgx, dgh, dc_prev, dh_skip, dscale_h, dscale_c, dbias_c = _step_backward(
-      gx_t, gh_t, c_t, h_t, dc, dh, dy_t, lengths, step_t, params, eps, ln
+    px_t, gh_t, c_t, h_t, dy_t, step_t = inputs
+    dpx, dgh, dc_prev, dh_skip, dpacked = _step_backward(
+      px_t, gh_t, c_t, h_t, dc, dh, dy_t, lengths, step_t, packed, eps, ln
     )
     dh_prev = dgh @ w.kernel_h.T + dh_skip
-    return (dc_prev, dh_prev), (dgx, dgh, dscale_h, dscale_c, dbias_c)
+    return (dc_prev, dh_prev), (dpx, dgh, dpacked)
 
   steps = jnp.arange(t, dtype=jnp.int32)
-  (dc0, dh0), (dgx, dgh, dscale_h, dscale_c, dbias_c) = jax.lax.scan(
-    step, (dc_T, dh_T), (gx, gh, c_prev, h_prev, dys, steps), reverse=True
-  )
+  (dc0, dh0), (dp, dgh, dpacked) = jax.lax.scan(step, (dc_T, dh_T), (p, gh, c_prev, h_prev, dys, steps), reverse=True)
   rows = t * b
-  dgx, dgh = dgx.reshape(rows, 4 * hidden), dgh.reshape(rows, 4 * hidden)
-  dbias = dgx.sum(0)
-  grads = dict(kernel_h=h_prev.reshape(rows, hidden).T @ dgh, bias=dbias)
-  if ln:
-    _, ln_vjp = jax.vjp(lambda x, s, o: layer_norm(x, s, o, eps=eps), p.reshape(rows, -1), w.scale_i, w.bias_i)
-    dp, grads['scale_i'], grads['bias_i'] = ln_vjp(dgx)
-    grads.update(scale_h=dscale_h.sum(0), bias_h=dbias, scale_c=dscale_c.sum(0), bias_c=dbias_c.sum(0))
-  else:
-    dp = dgx
-  x = xs_TxBxD.reshape(rows, d)
-  grads['kernel_i'] = x.T @ dp
+  dp, dgh = dp.reshape(rows, 4 * hidden), dgh.reshape(rows, 4 * hidden)
+  sums = unpack(dpacked.sum(0), hidden)
+  grads = dict(
+    kernel_i=xs_TxBxD.reshape(rows, d).T @ dp,
+    kernel_h=h_prev.reshape(rows, hidden).T @ dgh,
+    **{name: sums[name] for name, _ in PACKED if getattr(w, name) is not None},
+  )
   dxs = (dp @ w.kernel_i.T).reshape(t, b, d)
   return w._replace(**grads), dxs, dc0, dh0, None
 

@@ -183,27 +183,27 @@ def backward(x, mean, rstd, scale, dy, center: bool = True) -> tuple[jax.Array, 
   return call(x, mean, rstd, scale, dy, center=bool(center))
 
 
-def lstm_step_forward(gx, gh, c, h, lengths, t, params, eps: float, ln: bool):
-  """One LSTM step after its matmul by the kernel (csrc/lstm_step_cpu.cc): returns the new (c, h) and the output y.
 
-  gx, gh (B, 4H) float32; c, h (B, H); lengths (B,) and t () int32; params (bias, scale_h, bias_h, scale_c, bias_c).
-  Rows with t >= lengths keep (c, h) and output 0. Only for CPU, after `available(np.float32)`. Under `vmap` the
-  call runs once per batch element (`sequential`): layernorm.fused_lstm is not vmapped in this project.
+def lstm_step_forward(px, gh, c, h, lengths, t, params, eps: float, ln: bool):
+  """One LSTM step after its matmuls by the kernel (csrc/lstm_step_cpu.cc): returns the new (c, h) and the output y.
+
+  px = W_x x and gh = W_h h, (B, 4H) float32; c, h (B, H); lengths (B,) and t () int32; params (22H,), the packed
+  parameters of `layernorm.fused_lstm.pack`. Rows with t >= lengths keep (c, h) and output 0. Only for CPU, after
+  `available(np.float32)`. Under `vmap` the call runs once per batch element (`sequential`).
   """
   carry = jax.ShapeDtypeStruct(c.shape, np.float32)
   call = jax.ffi.ffi_call(LSTM_TARGETS[0][0], (carry, carry, carry), vmap_method='sequential')
-  return call(gx, gh, c, h, lengths, t, *params, eps=np.float64(eps), ln=bool(ln))
+  return call(px, gh, c, h, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
 
 
-def lstm_step_backward(gx, gh, c, dc, dh, dy, lengths, t, params, eps: float, ln: bool):
+def lstm_step_backward(px, gh, c, dc, dh, dy, lengths, t, params, eps: float, ln: bool):
   """The transpose of `lstm_step_forward` at cotangents (dc, dh) of its carry and dy of its output.
 
-  Returns d gx, d gh (B, 4H), d c_prev, the part of d h_prev that skips the step (B, H), and this step's row sums of
-  d scale_h (4H), d scale_c and d bias_c (H).
+  Returns d px, d gh (B, 4H), d c_prev, the part of d h_prev that skips the step (B, H), and this step's sums over
+  rows of the parameters' cotangents, packed as `params` (22H,).
   """
-  b, h4 = gx.shape
-  gates = jax.ShapeDtypeStruct((b, h4), np.float32)
-  carry = jax.ShapeDtypeStruct((b, h4 // 4), np.float32)
-  shapes = (gates, gates, carry, carry, jax.ShapeDtypeStruct((h4,), np.float32), *(jax.ShapeDtypeStruct((h4 // 4,), np.float32),) * 2)
+  gates = jax.ShapeDtypeStruct(px.shape, np.float32)
+  carry = jax.ShapeDtypeStruct(c.shape, np.float32)
+  shapes = (gates, gates, carry, carry, jax.ShapeDtypeStruct(params.shape, np.float32))
   call = jax.ffi.ffi_call(LSTM_TARGETS[1][0], shapes, vmap_method='sequential')
-  return call(gx, gh, c, dc, dh, dy, lengths, t, *params, eps=np.float64(eps), ln=bool(ln))
+  return call(px, gh, c, dc, dh, dy, lengths, t, params, eps=np.float64(eps), ln=bool(ln))

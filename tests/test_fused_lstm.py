@@ -80,27 +80,31 @@ def test_fused_unroll_is_as_accurate_as_the_scan_against_float64(cell_type, time
 def test_native_step_kernels_equal_their_jnp_reference(ln):
   assert native.available(np.float32)
   h4 = 4 * H
-  gx, gh = randn(1, (B, h4)), randn(2, (B, h4), 2.0)
+  px, gh = randn(1, (B, h4), 2.0), randn(2, (B, h4), 2.0)
   c, h = randn(3, (B, H)), randn(4, (B, H))
   dc, dh, dy = randn(5, (B, H)), randn(6, (B, H)), randn(7, (B, H))
   lengths, t = jnp.asarray(LENGTHS, jnp.int32), jnp.int32(2)  # Rows 2 and 3 are padding at step 2.
-  params = (randn(8, (h4,)), 1 + randn(9, (h4,), 0.3), randn(10, (h4,)), 1 + randn(11, (H,), 0.3), randn(12, (H,)))
+  packed = randn(8, (22 * H,), 0.5) + jnp.asarray(fused_lstm.pack(fused_lstm.weights_of(make_cell(LSTMCell))[0]))
   eps = 1e-5
-  got = native.lstm_step_forward(gx, gh, c, h, lengths, t, params, eps, ln)
-  want = fused_lstm.reference_step(gx, gh, c, h, lengths, t, params, eps, ln)
+  got = native.lstm_step_forward(px, gh, c, h, lengths, t, packed, eps, ln)
+  want = fused_lstm.reference_step(px, gh, c, h, lengths, t, packed, eps, ln)
   for g, w in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=2e-6, atol=2e-6)
-  got = native.lstm_step_backward(gx, gh, c, dc, dh, dy, lengths, t, params, eps, ln)
-  want = fused_lstm._reference_step_backward(gx, gh, c, h, dc, dh, dy, lengths, t, params, eps, ln)
-  names = ['d gx', 'd gh', 'd c_prev', 'd h_prev skip', 'd scale_h', 'd scale_c', 'd bias_c']
-  for name, g, w in zip(names, got, want, strict=True):
-    if not ln and name.startswith('d scale') or not ln and name == 'd bias_c':
-      continue  # Without ln those parameters are unused: the kernel returns sums the reference has as zeros.
+  got = native.lstm_step_backward(px, gh, c, dc, dh, dy, lengths, t, packed, eps, ln)
+  want = fused_lstm.reference_step_backward(px, gh, c, h, dc, dh, dy, lengths, t, packed, eps, ln)
+  for name, g, w in zip(['d px', 'd gh', 'd c_prev', 'd h_prev skip', 'd packed'], got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=name)
   # The padding rows pass their cotangents through the step untouched.
   np.testing.assert_array_equal(got[2][2:4], dc[2:4])
   np.testing.assert_array_equal(got[3][2:4], dh[2:4])
   assert not np.any(got[0][2:4]) and not np.any(got[1][2:4])
+
+
+def test_pack_and_unpack_are_inverse():
+  weights, _, _ = fused_lstm.weights_of(make_cell(LNLSTMCell))
+  parts = fused_lstm.unpack(fused_lstm.pack(weights), H)
+  for name, _ in fused_lstm.PACKED:
+    np.testing.assert_array_equal(parts[name], getattr(weights, name))
 
 
 @pytest.mark.parametrize('cell_type', [LSTMCell, LNLSTMCell])
