@@ -260,3 +260,20 @@ def test_smoke_run_logs_validation_error_and_selects_the_best(tmp_path):
   assert 0.0 <= final['best/eval/valid/error'] <= 1.0 and final['best/step'] in (2, 4)
   model, vocab = ar.load_trained_model(str(tmp_path))
   assert isinstance(model, ar.AttentiveReader) and len(vocab) == model.logits.out_features
+
+
+@pytest.mark.parametrize('rate', [0.5, 0.25, 0.3])
+def test_dropout_keeps_each_unit_independently_with_probability_one_minus_rate(rate):
+  from experiments.attentive_reader.model import dropout, keep_mask
+
+  n = 400_000
+  keep = np.asarray(keep_mask(jax.random.key(0), rate, (n,)))
+  # Within 4.5 standard errors of 1 - rate; neighbours (the bytes of one random word, at 0.5 and 0.25) uncorrelated.
+  assert abs(keep.mean() - (1 - rate)) < 4.5 * np.sqrt(rate * (1 - rate) / n)
+  pairs = keep.reshape(-1, 2).astype(float)
+  assert abs(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1]) < 4.5 / np.sqrt(n / 2)
+  assert not np.array_equal(keep, np.asarray(keep_mask(jax.random.key(1), rate, (n,))))
+  x = jnp.ones((n,))
+  y = np.asarray(dropout(x, rate, jax.random.key(0)))
+  np.testing.assert_allclose(y[keep], 1 / (1 - rate), rtol=1e-6)
+  assert not np.any(y[~keep])
