@@ -3,10 +3,13 @@
     python -m benchmarks.attentive_reader [--repeats 10] [--norms none,ln,bn] [--no-torch]
         [--torch-modes eager,compile] [--torch-threads 2] [--json OUT]
 
-Each JAX candidate is one jitted training step (forward, backward, Adam with the code's clipping) of the CPU-scale
-config (`configs/attentive_reader.py`: dim 128, batch 64, procedural passages padded to 42 tokens, queries to 4), on
-the same batch, timed round-robin by `benchmarks.timing.compare`. Reports ms per step, examples/s, the cost relative
-to the first norm (LN's cost with the default `--norms none,ln`) and each candidate's time over the JAX LN-LSTM's.
+Each JAX candidate is the training step of the CPU-scale config (`configs/attentive_reader.py`: dim 128, batch 64,
+procedural passages padded to 42 tokens, queries to 4) as the experiment's loop runs it: the loop's jitted chunk of
+`steps_per_dispatch` (10) steps in one call (forward, backward, the code's clipping, Adam, the loop's norm metrics),
+on one batch repeated, timed round-robin by `benchmarks.timing.compare` and reported per step. The process keeps freed
+memory as every experiment's command line does (`experiments.allocator`; `LAYERNORM_KEEP_MEMORY=0` for glibc's
+default). Reports ms per step, examples/s, the cost relative to the first norm (LN's cost with the default
+`--norms none,ln`) and each candidate's time over the JAX LN-LSTM's.
 
 When torch imports (it is not in requirements.txt: `pip install -r benchmarks/requirements.txt`), the same LN-LSTM
 reader written in PyTorch (`benchmarks/attentive_reader_torch.py`: an `nn.LSTMCell`-style loop with `nn.LayerNorm`,
@@ -29,8 +32,10 @@ from flax import nnx
 from benchmarks import timing
 from benchmarks.layer_norm import environment
 from configs import attentive_reader as ar_config
+from experiments import allocator
 from experiments import attentive_reader as ar
-from experiments.loop import make_optimizer
+from experiments.loop import state as state_lib
+from experiments.loop import steps as loop_steps
 
 try:
   import torch
@@ -44,27 +49,34 @@ INSTALL_TORCH = 'PyTorch not installed: its candidates skipped (pip install -r b
 
 
 class Step:
-  """One jitted training step of the reader of `norm`; calling it trains once on a fixed batch."""
+  """The training steps of the reader of `norm` as the experiment runs them: one call of the loop's jitted chunk
+  (`experiments.loop.steps.jitted_steps`: `steps_per_dispatch` steps in one `lax.scan`, forward, backward, the
+  code's clipping, Adam, the loop's norm metrics, the state donated), on one fixed batch repeated."""
 
   def __init__(self, norm: str, data):
     config = ar_config.get_config(f'norm={norm}')
     task = ar.build_task(config, data)
-    self.model = task.build_model(nnx.Rngs(0))
-    self.optimizer = nnx.Optimizer(self.model, make_optimizer(config.optimizer, 1_000), wrt=nnx.Param)
-    self.batch = jax.device_put(task.train_data.batch(np.arange(config.batch_size)))
+    total_steps = config.num_train_steps
+    self.parts = state_lib.build(config, task.build_model, total_steps)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+    opt_key = loop_steps.optimizer_key(config.optimizer, total_steps)
+    self._chunk, _ = loop_steps.jitted_steps(
+      task.loss_fn, task.eval_fn, self.parts.train_def, self.parts.eval_def, opt_key, mesh
+    )
+    self.state = state_lib.initial_state(self.parts, config.seed)
+    self.batch = task.train_data.batch(np.arange(config.batch_size))
+    self.steps_per_call = config.steps_per_dispatch
+    self.batches = jax.device_put(jax.tree.map(lambda a: np.stack([a] * self.steps_per_call), self.batch))
     self.batch_size = config.batch_size
-    self.key = jax.random.key(0)
 
-    @nnx.jit
-    def step(model, optimizer, batch, key):
-      (loss, _), grads = nnx.value_and_grad(lambda m: task.loss_fn(m, batch, key), has_aux=True)(model)
-      optimizer.update(model, grads)
-      return loss
-
-    self._step = step
+  def model(self) -> nnx.Module:
+    """The reader with the current weights (a copy: the next call donates the state)."""
+    state = jax.tree.map(np.asarray, (self.state['params'], self.state['rest']))
+    return nnx.merge(self.parts.train_def, *state)
 
   def __call__(self):
-    return self._step(self.model, self.optimizer, self.batch, self.key)
+    self.state, metrics = self._chunk(self.state, self.batches)
+    return metrics
 
 
 def torch_steps(jax_model, batch: dict, entity_ids, config, modes: list[str]) -> dict:
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
   )
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
+  allocator.keep_freed_memory()  # As every experiment's command line does (LAYERNORM_KEEP_MEMORY=0: glibc's default).
   norms = args.norms.split(',')
   modes = [m for m in args.torch_modes.split(',') if m]
   if any(m not in TORCH_MODES for m in modes):
@@ -123,8 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     if 'ln' not in norms:
       raise SystemExit('The PyTorch reader is the LN-LSTM one: keep ln in --norms (or pass --no-torch).')
     ln = steps['jax ln']
-    fns.update(torch_steps(ln.model, jax.device_get(ln.batch), data.entity_ids, config, modes))
-  samples = timing.compare(fns, repeats=args.repeats, warmup=args.warmup)
+    fns.update(torch_steps(ln.model(), ln.batch, data.entity_ids, config, modes))
+  per_call = timing.compare(fns, repeats=args.repeats, warmup=args.warmup)
+  # Seconds per training step: a JAX call runs steps_per_dispatch steps, a PyTorch call one.
+  samples = {
+    name: timing.Samples(tuple(t / getattr(fns[name], 'steps_per_call', 1) for t in s.seconds))
+    for name, s in per_call.items()
+  }
 
   first, ours = f'jax {norms[0]}', samples.get('jax ln')
   header = ['candidate', 'ms/step median', 'min', 'max', 'examples/s', f'vs {first}', 'time / jax ln']
@@ -143,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     )
   legend = [
     f'batch {config.batch_size}, dim {config.model.dim}, vocabulary {len(data.vocab)}, passages padded to '
-    f'{steps[first].batch["passage"].shape[1]} tokens, queries to {steps[first].batch["query"].shape[1]}.',
+    f'{steps[first].batch["passage"].shape[1]} tokens, queries to {steps[first].batch["query"].shape[1]}; JAX: '
+    f"the loop's jitted chunk of {steps[first].steps_per_call} steps per call, timed per step.",
     f"vs {first}: median / its median - 1 (with --norms none,ln, the jax ln line is LN's cost; target < 10%).",
     "time / jax ln: median / the JAX LN reader's median; for torch ln eager, how many times faster ours is per "
     'training example (target >= 2).',

@@ -99,16 +99,10 @@ def compare(
 
 
 def allocator() -> str:
-  """Which malloc the process runs on: tcmalloc when LD_PRELOAD names it, otherwise the default (glibc)."""
-  preload = os.environ.get('LD_PRELOAD', '')
-  libs = [p for p in preload.replace(':', ' ').split() if p]
-  for lib in libs:
-    name = os.path.basename(lib)
-    if 'tcmalloc' in name:
-      return f'tcmalloc ({name}, LD_PRELOAD)'
-    if 'jemalloc' in name:
-      return f'jemalloc ({name}, LD_PRELOAD)'
-  return 'glibc malloc (default; fresh buffers of 16 MB or more page-fault on every call)'
+  """Which malloc the process runs on, and how (experiments.allocator)."""
+  from experiments import allocator as experiments_allocator
+
+  return experiments_allocator.describe()
 
 
 def text_table(

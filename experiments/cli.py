@@ -26,7 +26,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import cli_errors, console
+from experiments import allocator, cli_errors, console
 
 console.quiet()  # Before jax is imported (by experiments.loop): JAX_PLATFORMS and jax's logger.
 
@@ -171,7 +171,14 @@ def _initialize_distributed() -> None:
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """Defines the flags and runs `main` under absl, turning flag and config-file errors into one message."""
+  """Defines the flags and runs `main` under absl, turning flag and config-file errors into one message.
+
+  First it keeps freed memory in the process (`experiments.allocator`: 20 % faster training steps under glibc).
+  """
+  try:
+    allocator.keep_freed_memory()
+  except ValueError as e:
+    sys.exit(cli_errors.fail(e, str(e), EXIT_CONFIG))
   define_flags()
   experiment = getattr(main, 'experiment', None)
   app.run(main, flags_parser=lambda argv: cli_errors.parse_flags(FLAGS, argv, experiment))
