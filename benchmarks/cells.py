@@ -1,10 +1,12 @@
 """Layer-normalized recurrent cells against their plain counterparts: LN-LSTM vs LSTM, LN-GRU vs GRU.
 
     python -m benchmarks.cells [--hidden 400,1000] [--batch 32,128] [--steps 100] [--repeats 10] [--json OUT]
-        [--floor] [--random-cotangent]
+        [--floor] [--random-cotangent] [--scan-too]
 
-Each cell of `layernorm.cells` runs through `layernorm.unroll` (one `lax.scan`) over `--steps` time steps, input size
-= hidden size, float32, jitted. Two passes:
+Each cell of `layernorm.cells` runs through `layernorm.unroll` over `--steps` time steps, input size = hidden size,
+float32, jitted: LSTMCell and LNLSTMCell on its fused path (`layernorm.fused_lstm`), the GRUs (and AffineLSTMCell) as
+one `lax.scan` of the cell. `--scan-too` adds LSTMCell and LNLSTMCell through `unroll(impl='scan')`, the generic
+scan, to the same round-robin. Two passes:
   * fwd: the outputs of every step.
   * fwd+bwd: the gradient of the sum of the outputs with respect to the parameters and the inputs.
 For every configuration the plain and the normalized cell of one family are timed side by side, round-robin, in this
@@ -52,6 +54,7 @@ class AffineLSTMCell(LNLSTMCell):
 
 
 FLOORS = {'lstm': AffineLSTMCell}
+FUSED = ('lstm',)  # Families whose cells `unroll` runs through layernorm.fused_lstm (`--scan-too` compares).
 
 
 def parse_ints(flag: str, text: str) -> list[int]:
@@ -64,7 +67,7 @@ def parse_ints(flag: str, text: str) -> list[int]:
   return values
 
 
-def _programs(cell_cls: type, hidden: int, dys=None) -> tuple[dict[str, Callable], object]:
+def _programs(cell_cls: type, hidden: int, dys=None, impl: str = 'auto') -> tuple[dict[str, Callable], object]:
   """pass -> jitted function of (params, xs), and the cell's parameters.
 
   fwd+bwd: the gradient of sum(outputs), or with `dys` the VJP of the outputs with that cotangent (PERFORMANCE.md: an
@@ -75,7 +78,7 @@ def _programs(cell_cls: type, hidden: int, dys=None) -> tuple[dict[str, Callable
 
   def outputs(params, xs_TxBxD):
     # Time-major, so neither cell pays for moving the time axis to the front and back.
-    _, ys_TxBxH = unroll(nnx.merge(graphdef, params, rest), xs_TxBxD, time_major=True)
+    _, ys_TxBxH = unroll(nnx.merge(graphdef, params, rest), xs_TxBxD, time_major=True, impl=impl)
     return ys_TxBxH
 
   def grads(params, xs_TxBxD):
@@ -95,17 +98,21 @@ def measure(
   warmup: int,
   floor: bool = False,
   random_cotangent: bool = False,
+  scan_too: bool = False,
 ) -> list[dict]:
   rng = np.random.default_rng(0)
   xs = jnp.asarray(rng.normal(0.0, 1.0, (steps, batch, hidden)), jnp.float32)
   dys = jnp.asarray(rng.normal(0.0, 1.0, (steps, batch, hidden)), jnp.float32) if random_cotangent else None
   plain_cls, ln_cls = FAMILIES[family]
   classes = (plain_cls, FLOORS[family], ln_cls) if floor and family in FLOORS else (plain_cls, ln_cls)
+  candidates = [(cls.__name__, cls, 'auto') for cls in classes]
+  if scan_too and family in FUSED:  # The same cells through unroll's generic scan, beside the fused path.
+    candidates += [(f'{cls.__name__} (scan)', cls, 'scan') for cls in (plain_cls, ln_cls)]
   fns, kernels = {}, {}
-  for cls in classes:
-    programs, params = _programs(cls, hidden, dys)
+  for name, cls, impl in candidates:
+    programs, params = _programs(cls, hidden, dys, impl)
     for pass_name, fn in programs.items():
-      key = (cls.__name__, pass_name)
+      key = (name, pass_name)
       fns[key] = lambda fn=fn, params=params: fn(params, xs)
       kernels[key] = kernel_count(fn.lower(params, xs).compile().as_text())
   # Both passes of both cells in one round-robin: a burst of load from elsewhere hits every candidate alike.
@@ -113,8 +120,8 @@ def measure(
   rows = []
   for pass_name in PASSES:
     plain = samples[f'{plain_cls.__name__} {pass_name}']
-    for cls in classes:
-      s = samples[f'{cls.__name__} {pass_name}']
+    for name, _, _ in candidates:
+      s = samples[f'{name} {pass_name}']
       rows.append(
         {
           'family': family,
@@ -122,8 +129,8 @@ def measure(
           'batch': batch,
           'steps': steps,
           'pass': pass_name,
-          'cell': cls.__name__,
-          'kernels_per_program': kernels[(cls.__name__, pass_name)],
+          'cell': name,
+          'kernels_per_program': kernels[(name, pass_name)],
           'min_ms': s.min * 1e3,
           'median_ms': s.median * 1e3,
           'max_ms': s.max * 1e3,
@@ -162,7 +169,7 @@ def summarize(rows: list[dict]) -> str:
     if r['x_plain'] == 1.0 and r['cell'] in ('LSTMCell', 'GRUCell'):
       continue
     verdict = ''
-    if r['pass'] == 'fwd+bwd' and r['cell'] != AffineLSTMCell.__name__:
+    if r['pass'] == 'fwd+bwd' and r['cell'] in ('LNLSTMCell', 'LNGRUCell'):
       verdict = f' (target <= {TARGET_FWD_BWD}: {"met" if r["x_plain"] <= TARGET_FWD_BWD else "NOT met"})'
     out.append(
       f'{r["family"]:>4} H={r["hidden"]:<5} B={r["batch"]:<4} {r["pass"]:<8} {r["cell"]} / plain: '
@@ -180,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--floor', action='store_true', help='also time AffineLSTMCell (LN replaced by x*scale+bias)')
   parser.add_argument(
     '--random-cotangent', action='store_true', help='fwd+bwd: the VJP with a random cotangent, not grad(sum)'
+  )
+  parser.add_argument(
+    '--scan-too', action='store_true', help="also time LSTMCell and LNLSTMCell through unroll(impl='scan')"
   )
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
@@ -200,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
   for family in families:
     for hidden in hiddens:
       for batch in batches:
-        rows += measure(family, hidden, batch, args.steps, args.repeats, args.warmup, args.floor, args.random_cotangent)
+        rows += measure(
+          family, hidden, batch, args.steps, args.repeats, args.warmup, args.floor, args.random_cotangent, args.scan_too
+        )
         print(f'# measured {family} H={hidden} B={batch}', file=sys.stderr, flush=True)
   timing.print_results(
     env, format_table(rows), 'x plain: median / the plain cell median of the same pass; (min): min / min.'
