@@ -37,11 +37,12 @@ Measured (2-core x86-64 CPU, heavily loaded by other developers; one seed; READM
   LN gains initialised to 0.1: best 0.773 (3000), still on the plateau (gain 1.0: 0.529); the paper also found 1.0
   better. About 200 s (load average 0.9 at the start, 4.5 later).
 
-Speed (same CPU, both cores pinned, no other job, load average 0.7-1.2; benchmarks/README.md):
-  taskset -c 0,1 python -m benchmarks.attentive_reader --repeats 10
-  training step, median: LSTM 34.6 ms, LN-LSTM 49.8 ms (LN's cost +43.7 %; target < 10 %: not met); the same LN
-  reader in PyTorch 2.13.0 (benchmarks/attentive_reader_torch.py, 2 threads): eager 59.5 ms (ours 1.19x faster per
-  example; target 2x: not met), torch.compile 33.1 ms (faster than ours).
+Speed (same CPU, both cores pinned, no other job; benchmarks/README.md):
+  taskset -c 0,1 python -m benchmarks.attentive_reader --repeats 20
+  training step as the loop runs it, median of 4 runs: LSTM 26.2-28.3 ms, LN-LSTM 28.4-30.6 ms (LN's cost +7.5 to
+  +8.7 %; target < 10 %: met); the same LN reader in PyTorch 2.13.0 (benchmarks/attentive_reader_torch.py, 2
+  threads): eager 58.9-65.7 ms (ours 2.07-2.15x faster per example; target 2x: met), torch.compile 34.3 ms (1.14x
+  ours). Before the fused LSTM path (layernorm.fused_lstm) and the other changes listed there: LN +44 %, 1.19x.
 """
 
 from __future__ import annotations

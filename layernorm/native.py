@@ -1,5 +1,5 @@
-"""The native CPU kernels of `layer_norm`, forward and backward: built on first use, cached per machine, called
-through the XLA FFI.
+"""The native CPU kernels of `layer_norm`, forward and backward, and of one LSTM step (`layernorm.fused_lstm`): built on
+first use, cached per machine, called through the XLA FFI.
 
 XLA:CPU compiles layer norm into separate loops over the whole array, which read the input three times (and the
 backward reads x and dy several times more); the kernels in `csrc/layer_norm_cpu.cc` read each row once and work on
@@ -91,7 +91,8 @@ def _cpu_fingerprint() -> str:
 
 
 def library_path(compiler: str) -> Path:
-  key = '\n'.join([*(source.read_text() for source in SOURCES), compiler, ' '.join(FLAGS), jaxlib.__version__, _cpu_fingerprint()])
+  sources = [source.read_text() for source in SOURCES]
+  key = '\n'.join([*sources, compiler, ' '.join(FLAGS), jaxlib.__version__, _cpu_fingerprint()])
   return cache_dir() / f'layer_norm_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
 
 
@@ -181,7 +182,6 @@ def backward(x, mean, rstd, scale, dy, center: bool = True) -> tuple[jax.Array, 
   param = jax.ShapeDtypeStruct(scale.shape, x.dtype)
   call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(x.shape, x.dtype), param, param), vmap_method='broadcast_all')
   return call(x, mean, rstd, scale, dy, center=bool(center))
-
 
 
 def lstm_step_forward(px, gh, c, h, lengths, t, params, eps: float, ln: bool):

@@ -6,8 +6,9 @@ state at every step, like `BNLSTMCell` in training mode, work under `jax.jit`, `
 
 `LSTMCell` and `LNLSTMCell` (float32, one batch axis, forwards) instead run through `layernorm.fused_lstm`: the same
 function with the input projection hoisted out of the loop, one native kernel per step on CPU and a hand-written
-backward, 1.3-1.9x faster forward+backward at the attentive reader's size (benchmarks/README.md). `impl='scan'` keeps
-the generic scan, which forward-mode derivatives (`jvp`, `hessian`) of those cells need.
+backward: forward+backward 1.1-2.0x faster for the LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000
+(benchmarks/README.md; forward alone 0.71-1.15x the scan's time). `impl='scan'` keeps the generic scan, which
+forward-mode derivatives (`jvp`, `hessian`) of those cells need.
 """
 
 from __future__ import annotations

@@ -55,5 +55,5 @@ def test_the_switch_and_other_allocators_leave_malloc_alone(monkeypatch):
   assert allocator.keep_freed_memory() is False
   assert allocator.describe().startswith('libtcmalloc_minimal.so.4')
   monkeypatch.setenv(allocator.ENV_SWITCH, 'yes')
-  with pytest.raises(ValueError, match='LAYERNORM_KEEP_MEMORY must be 0 .* or 1 .*; got .yes.'):
+  with pytest.raises(ValueError, match=r'LAYERNORM_KEEP_MEMORY must be 0 .* or 1 .*; got .yes.'):
     allocator.keep_freed_memory()

@@ -112,7 +112,7 @@ def test_padding_freezes_the_carry_and_zeroes_outputs_and_input_gradients(cell_t
   cell = make_cell(cell_type)
   xs, carry = randn(1, (B, T, D)), (randn(2, (B, H)), randn(3, (B, H)))
   lengths = jnp.asarray(LENGTHS)
-  value, (c, h, ys), (_, d_xs, _) = loss_and_grads(cell, xs, carry, lengths, 'auto')
+  _, (c, h, ys), (_, d_xs, _) = loss_and_grads(cell, xs, carry, lengths, 'auto')
   for b, n in enumerate(LENGTHS):
     assert not np.any(ys[b, n:]) and not np.any(d_xs[b, n:])
     assert np.all(ys[b, :n] != 0)
@@ -181,6 +181,6 @@ def test_the_input_projection_is_one_matmul_outside_the_scan(cell_type):
   graphdef, state = nnx.split(cell)
   jaxpr = jax.make_jaxpr(lambda s, xs: unroll(nnx.merge(graphdef, s), xs))(state, randn(1, (B, 50, D)))
   text = str(jaxpr)
-  scan_body = text[text.index('scan['):]
+  scan_body = text[text.index('scan[') :]
   assert text.count('scan[') == 1
   assert text.count('dot_general') == 2 and scan_body.count('dot_general') == 1  # W_x X hoisted; W_h h per step.

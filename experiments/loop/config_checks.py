@@ -149,4 +149,3 @@ def data_errors(data: ml_collections.ConfigDict):
     raise
   except ValueError as e:
     raise ConfigError(f'config.data (source={data.source!r}, dir={data.dir!r}): {e}') from None
-

@@ -81,4 +81,3 @@ def initial_state(parts: Parts, seed: int, sharding: NamedSharding | None = None
 def abstract_on(parts: Parts, sharding) -> dict[str, Any]:
   """The state's ShapeDtypeStructs placed with `sharding` (what a checkpoint restores into)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), parts.abstract_state)
-
