@@ -192,3 +192,19 @@ def test_corrupt_latest_checkpoint_is_one_warning_line_through_the_cli(tmp_path,
   assert len(reports) == 1 and f'checkpoint at step {last}' in reports[0] and 'DATA_LOSS' in reports[0]
   assert 'Traceback' not in err and 'tensorstore_spec' not in err and 'Event loop' not in err
   assert tl.comparable_rows(workdir) == tl.comparable_rows(mnist_straight)
+
+
+def test_a_failed_reads_logged_tracebacks_are_dropped_from_the_replayed_output():
+  from experiments.loop.checkpoints import _without_closed_loop_noise
+
+  captured = (
+    'E1201 14:30:21.1 1 base_events.py:1] Future exception was never retrieved\n'
+    'Traceback (most recent call last):\n'
+    '  File "x.py", line 1\n'
+    "ValueError: DATA_LOSS: bad b-tree node [tensorstore_spec='{}']\n"
+    'W1201 14:30:21.3 1 other.py:7] a warning the user should see\n'
+    'raw output of another library\n'
+  )
+  kept = _without_closed_loop_noise(captured)
+  assert kept == 'W1201 14:30:21.3 1 other.py:7] a warning the user should see\nraw output of another library\n'
+  assert _without_closed_loop_noise('no log records here\n') == 'no log records here\n'

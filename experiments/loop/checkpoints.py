@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import itertools
 import logging as py_logging
 import os
 import re
@@ -62,7 +63,20 @@ _CLOSED_LOOP_LINES = (
 )
 
 
+# The first line of an absl log record (I/W/E/F, MMDD): a record runs from one to the next.
+_LOG_RECORD_START = re.compile(r'^[IWEF]\d{4} ', re.MULTILINE)
+
+
 def _without_closed_loop_noise(text: str) -> str:
+  """The captured output without the failed read's noise: whole log records carrying a traceback or TensorStore's
+  spec (a future's unretrieved exception, logged by asyncio or concurrent.futures when it is collected), and the
+  closed-event-loop tracebacks TensorStore's threads print line by line."""
+  starts = [m.start() for m in _LOG_RECORD_START.finditer(text)]
+  if starts:
+    bounds = [0, *starts, len(text)] if starts[0] else [*starts, len(text)]
+    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    noisy = lambda piece: _LOG_RECORD_START.match(piece) and ('Traceback' in piece or 'tensorstore_spec' in piece)
+    text = ''.join(piece for piece in pieces if not noisy(piece))
   if 'Event loop is closed' not in text:
     return text
   return ''.join(line for line in text.splitlines(True) if not any(s in line for s in _CLOSED_LOOP_LINES))
@@ -79,6 +93,14 @@ def _quiet_restores() -> Iterator[None]:
   silent = _SilentOrbax()
   for logger in loggers:
     logger.addFilter(silent)
+  # A failed read of several arrays at once leaves futures whose exceptions nobody retrieves; when they are collected,
+  # asyncio or concurrent.futures logs each at ERROR with its traceback (and TensorStore's JSON spec). The loop reports
+  # the failure once, so those loggers are off while checkpoints are tried, the futures are collected before they are
+  # on again, and any such record that still reaches the captured output is dropped from it.
+  noisy_loggers = [py_logging.getLogger(name) for name in ('asyncio', 'concurrent.futures')]
+  were_disabled = [logger.disabled for logger in noisy_loggers]
+  for logger in noisy_loggers:
+    logger.disabled = True
   sys.stderr.flush()
   saved_fd = os.dup(2)
   with tempfile.TemporaryFile(mode='w+b') as capture:
@@ -86,6 +108,9 @@ def _quiet_restores() -> Iterator[None]:
     try:
       yield
     finally:
+      gc.collect()
+      for logger, was_disabled in zip(noisy_loggers, were_disabled, strict=True):
+        logger.disabled = was_disabled
       sys.stderr.flush()
       os.dup2(saved_fd, 2)
       os.close(saved_fd)
