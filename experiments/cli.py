@@ -107,7 +107,7 @@ def run_experiment(
     train_and_evaluate(config, workdir)  # The loop logs the final metrics' summary ('Done: ...').
   except (loop.ConfigError, DataError) as e:
     return cli_errors.fail(e, str(e), EXIT_CONFIG)
-  except loop.WorkdirError as e:
+  except (loop.WorkdirError, loop.CheckpointMismatchError) as e:  # The workdir holds another model's or optimizer's.
     return cli_errors.fail(e, str(e), EXIT_WORKDIR)
   except loop.DivergedError as e:
     return cli_errors.fail(e, str(e), EXIT_DIVERGED)

@@ -16,6 +16,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 import test_train_loop as t
 from tensorboardX.crc32c import crc32c
@@ -233,3 +234,33 @@ def test_two_devices_each_hold_half_of_every_batch(tmp_path):
       assert sorted(rows for rows, _ in shards) == [[0, half], [half, 2 * half]], (name, batch)
       assert [n for _, n in shards] == [half, half], (name, batch)
   assert report['compiled'] and all("'data'" in spec for spec in report['compiled'][0].values()), report['compiled']
+
+
+def test_a_checkpoint_of_another_optimizer_layout_is_a_clean_workdir_error(tmp_path, monkeypatch, capsys):
+  """A run checkpointed before Adam ran under optax.flatten (one state array per parameter and moment) does not
+  resume now (one state vector per moment): exit 3 with one message, and the checkpoint is left as it was."""
+  from experiments.loop import optim
+
+  workdir = str(tmp_path / 'run')
+  flat_make_optimizer = optim.make_optimizer
+
+  def unflattened(opt, total_steps):  # The layout before: Adam's state as a tree of per-parameter arrays.
+    return optax.chain(optax.scale_by_adam(b1=opt['b1'], b2=opt['b2'], eps=opt['eps']), optax.scale(-1e-3))
+
+  with monkeypatch.context() as patch:
+    patch.setattr(optim, 'make_optimizer', unflattened)
+    steps_lib.jitted_steps.cache_clear()
+    t.run_interrupted(workdir, patch, at_step=6, config=config(), task=drawing_task())
+  steps_lib.jitted_steps.cache_clear()
+  assert optim.make_optimizer is flat_make_optimizer
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  before = sorted(os.listdir(checkpoints))
+  capsys.readouterr()
+  code = cli.run_experiment(
+    lambda c, w: loop.train(c, w, drawing_task()), loop.validate_training_config, config(), workdir
+  )
+  err = capsys.readouterr().err
+  assert code == cli.EXIT_WORKDIR
+  assert 'holds different arrays than this model and optimizer' in err and 'Use a new workdir' in err
+  assert 'Traceback' not in err
+  assert sorted(os.listdir(checkpoints)) == before

@@ -21,6 +21,7 @@ from experiments.loop.config_checks import (
   raise_config_problems,
   validate_training_config,
 )
+from experiments.loop.checkpoints import CheckpointMismatchError
 from experiments.loop.data import ArraySource, Source
 from experiments.loop.errors import ConfigError, DivergedError, Interrupted, WorkdirError
 from experiments.loop.evaluation import EvalContext, Evaluator
@@ -34,6 +35,7 @@ from experiments.workdir import read_best, read_rows, read_status, read_task_met
 
 __all__ = [
   'ArraySource',
+  'CheckpointMismatchError',
   'ConfigError',
   'DivergedError',
   'EvalContext',
