@@ -13,6 +13,7 @@ checkpoints     Orbax checkpoints with digests; metric_writers: metrics.jsonl an
 config_checks   validation of the loop's config fields and the part every experiment's validate shares
 """
 
+from experiments.loop.checkpoints import CheckpointMismatchError
 from experiments.loop.config_checks import (
   check_experiment,
   config_problems,
@@ -21,7 +22,6 @@ from experiments.loop.config_checks import (
   raise_config_problems,
   validate_training_config,
 )
-from experiments.loop.checkpoints import CheckpointMismatchError
 from experiments.loop.data import ArraySource, Source
 from experiments.loop.errors import ConfigError, DivergedError, Interrupted, WorkdirError
 from experiments.loop.evaluation import EvalContext, Evaluator
