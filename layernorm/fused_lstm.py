@@ -86,16 +86,25 @@ def weights_of(cell: nnx.Module) -> tuple[Weights, bool, float] | None:
   return weights._replace(**norm), True, eps.pop()
 
 
-def applies(cell: nnx.Module, xs_TxBxD: Array, carry) -> bool:
-  """Whether `unroll` can run `cell` over these time-major inputs and carry through `lstm_sequence`."""
-  if xs_TxBxD.ndim != 3 or xs_TxBxD.dtype != jnp.float32 or weights_of(cell) is None:
-    return False
-  if xs_TxBxD.shape[-1] != cell.in_features:  # the scan path raises the cell's own error
-    return False
+def plan(cell: nnx.Module, xs_TxBxD: Array, carry) -> tuple[Weights, bool, float] | None:
+  """`weights_of(cell)` if `unroll` can run `cell` over these time-major inputs and carry through `lstm_sequence`,
+  else None."""
+  if xs_TxBxD.ndim != 3 or xs_TxBxD.dtype != jnp.float32:
+    return None
   if not (isinstance(carry, tuple) and len(carry) == 2):
-    return False
+    return None
+  fused = weights_of(cell)
+  if fused is None or xs_TxBxD.shape[-1] != cell.in_features:  # The scan path raises the cell's own error.
+    return None
   shape = (xs_TxBxD.shape[1], cell.hidden_features)
-  return all(getattr(a, 'shape', None) == shape and a.dtype == jnp.float32 for a in carry)
+  if not all(getattr(a, 'shape', None) == shape and a.dtype == jnp.float32 for a in carry):
+    return None
+  return fused
+
+
+def applies(cell: nnx.Module, xs_TxBxD: Array, carry) -> bool:
+  """Whether `unroll` runs `cell` over these time-major inputs and carry through `lstm_sequence`."""
+  return plan(cell, xs_TxBxD, carry) is not None
 
 
 # The packed parameter vector of the step kernels, in units of H: bias, scale_x, bias_x, scale_h, bias_h (4H each),

@@ -84,8 +84,9 @@ def unroll(
       )
   if carry is None:
     carry = cell.initialize_carry(xs_TxBxD.shape[1:])
-  if impl == 'auto' and not reverse and fused_lstm.applies(cell, xs_TxBxD, carry):
-    weights, ln, eps = fused_lstm.weights_of(cell)
+  fused = fused_lstm.plan(cell, xs_TxBxD, carry) if impl == 'auto' and not reverse else None
+  if fused is not None:
+    weights, ln, eps = fused
     steps = xs_TxBxD.shape[0]
     lengths_B = jnp.full(batch_shape, steps, jnp.int32) if seq_lengths is None else seq_lengths.astype(jnp.int32)
     carry, ys_TxBxH = fused_lstm.lstm_sequence(weights, xs_TxBxD, *carry, lengths_B, ln, eps)
