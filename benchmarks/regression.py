@@ -43,7 +43,7 @@ from flax import nnx
 from benchmarks import timing
 from benchmarks.layer_norm import environment
 from benchmarks.mnist_throughput import LoopChunk
-from experiments import loop
+from experiments import allocator, loop
 
 BASELINE_PATH = os.path.join(os.path.dirname(__file__), 'regression_baseline.json')
 TOLERANCE = 1.15  # A ratio more than 15% above its baseline fails --check.
@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
   rows = select_rows(args.rows, args.quick)
   repeats = min(args.repeats, 5) if args.quick else args.repeats
   baseline = load_baseline(args.baseline) if args.check else {}
+  allocator.keep_freed_memory()  # As every experiment's command line does (LAYERNORM_KEEP_MEMORY=0: glibc's default).
 
   env = environment(use_torch=False)
   env.pop('torch_note', None)
