@@ -261,6 +261,27 @@ def test_the_best_checkpoints_kept_are_those_a_resume_may_roll_back_to(crash_fre
   assert set(digests(workdir, best_lib.BEST_CHECKPOINT_DIR)) == recorded | {final_best}
 
 
+def test_a_roll_back_restores_the_record_of_the_resumed_step(tmp_path):
+  """best.json and the best checkpoints after a resume from step 3: the best as of 3, nothing newer; a best whose
+  checkpoint is gone (pruned before a fall-back to an old checkpoint) is dropped rather than named."""
+  workdir = str(tmp_path)
+  tree = {'w': jnp.arange(3.0)}
+  store = best_lib.BestStore(workdir, 'eval/valid/nll', 'min', is_writer=True)
+  try:
+    store.save(tree, {'value': 2.0, 'step': 2}, keep=set())
+    store.save(tree, {'value': 1.0, 'step': 4}, keep={2})  # Checkpoint 3 records best 2: a resume from 3 needs it.
+    assert store.steps() == [2, 4] and loop.read_best(workdir)['step'] == 4
+    assert store.roll_back({'value': 2.0, 'step': 2}, 3) == {'value': 2.0, 'step': 2}
+    assert store.steps() == [2]
+    assert loop.read_best(workdir) == {'metric': 'eval/valid/nll', 'mode': 'min', 'value': 2.0, 'step': 2}
+    store.save(tree, {'value': 1.0, 'step': 4}, keep=set())  # The re-run saves step 4 again; 2 is no longer needed.
+    assert store.steps() == [4]
+    assert store.roll_back({'value': 2.0, 'step': 2}, 3) is None
+    assert store.steps() == [] and loop.read_best(workdir) is None
+  finally:
+    store.close()
+
+
 def crash_points():
   """(step, where): after the best checkpoint (before best.json), after the step's row, after its checkpoint."""
   best_steps, checkpoint_steps = (1, 2, 4, 5), (3, 6, 8)
