@@ -684,7 +684,9 @@ HERSHEY_SHA256 = {  # Debian's files; the PyPI package's equal them once its '#'
 }
 HERSHEY_PIP_SPEC = 'hershey-fonts==2.1.0'
 HERSHEY_WHEEL_SHA256 = 'e53ef56bdef231f10f0576a6570f49fcc8442e45115028bc52a7ade15d824581'
-HERSHEY_LICENCE = "Hershey fonts: free use (the U.S. NBS release, Kamal Mostafa's .jhf conversion)"
+HERSHEY_LICENCE = (  # Debian's copyright file quotes it in full.
+  'Hershey fonts licence: any use, crediting Dr. A. V. Hershey (U.S. National Bureau of Standards) and James Hurt'
+)
 
 
 def hershey_pip(clients: Clients, work: str) -> dict[str, bytes]:
