@@ -186,14 +186,18 @@ def pip_package(clients: Clients, spec: str, work: str, *, sdist: bool, sha256: 
     # A source distribution's members are under its top folder, 'Name-version/'.
     top = archives[0].removesuffix('.tar.gz').removesuffix('.zip') + '/' if sdist else ''
     return _package_of(members, top, f'pip download {spec}')
-  trees = [p for p in glob.glob(os.path.join(tmp, '*', '*', '*')) if os.path.isdir(p) and not _hidden(p)]
+  # pip's build folder: TMPDIR/pip-download-*/<name>_<hash>/<Name-version>/ (macOS '._*' entries skipped).
+  trees = [p for p in glob.glob(os.path.join(tmp, 'pip-*', '*', '*')) if os.path.isdir(p) and not _hidden(p)]
   if not sdist or not trees:
     raise _client_failure(result, f'pip download {spec}')
-  root = trees[0]
 
   def read_tree(member: str) -> bytes:
-    with open(os.path.join(root, member), 'rb') as f:
-      return f.read()
+    for root in trees:
+      path = os.path.join(root, member)
+      if os.path.isfile(path):
+        with open(path, 'rb') as f:
+          return f.read()
+    raise KeyError(member)
 
   return Package(read_tree, f'pip download {spec} (its unpacked source tree)')
 
