@@ -35,8 +35,11 @@ import jax
 import jaxlib
 import numpy as np
 
-# One library from both files: the layer-norm kernels and the LSTM step kernels (`layernorm.fused_lstm`).
-SOURCES = tuple(Path(__file__).parent / 'csrc' / name for name in ('layer_norm_cpu.cc', 'lstm_step_cpu.cc'))
+# One library from these files: the layer-norm kernels and the LSTM step kernels (`layernorm.fused_lstm`), which
+# include the header; all of them key the cached library's name.
+_CSRC = Path(__file__).parent / 'csrc'
+SOURCES = tuple(_CSRC / name for name in ('layer_norm_cpu.cc', 'lstm_step_cpu.cc'))
+HEADERS = (_CSRC / 'rnn_step_common.h',)
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 ENV_SWITCH = 'LAYERNORM_NATIVE'
 # FFI handlers, per dtype the kernel is compiled for: (forward target, its symbol), (backward target, its symbol).
@@ -91,7 +94,7 @@ def _cpu_fingerprint() -> str:
 
 
 def library_path(compiler: str) -> Path:
-  sources = [source.read_text() for source in SOURCES]
+  sources = [source.read_text() for source in (*SOURCES, *HEADERS)]
   key = '\n'.join([*sources, compiler, ' '.join(FLAGS), jaxlib.__version__, _cpu_fingerprint()])
   return cache_dir() / f'layer_norm_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
 

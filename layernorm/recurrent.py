@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from layernorm import fused_lstm
+from layernorm import fused_lstm, fused_rnn
 
 IMPLEMENTATIONS = ('auto', 'scan')
+# The cell families `unroll` runs fused where they apply (`layernorm.fused_rnn`).
+FUSED = (fused_lstm.KIND,)
 Array = jax.Array
 Carry = Any
 
@@ -84,13 +86,13 @@ def unroll(
       )
   if carry is None:
     carry = cell.initialize_carry(xs_TxBxD.shape[1:])
-  fused = fused_lstm.plan(cell, xs_TxBxD, carry) if impl == 'auto' and not reverse else None
-  if fused is not None:
-    weights, ln, eps = fused
-    steps = xs_TxBxD.shape[0]
-    lengths_B = jnp.full(batch_shape, steps, jnp.int32) if seq_lengths is None else seq_lengths.astype(jnp.int32)
-    carry, ys_TxBxH = fused_lstm.lstm_sequence(weights, xs_TxBxD, *carry, lengths_B, ln, eps)
-    return tuple(carry), ys_TxBxH if time_major else jnp.moveaxis(ys_TxBxH, 0, -2)
+  for kind in FUSED if impl == 'auto' and not reverse else ():
+    fused = kind.plan(cell, xs_TxBxD, carry)
+    if fused is not None:
+      steps = xs_TxBxD.shape[0]
+      lengths_B = jnp.full(batch_shape, steps, jnp.int32) if seq_lengths is None else seq_lengths.astype(jnp.int32)
+      carry, ys_TxBxH = fused_rnn.run(kind, fused, xs_TxBxD, carry, lengths_B)
+      return carry, ys_TxBxH if time_major else jnp.moveaxis(ys_TxBxH, 0, -2)
 
   graphdef, params, state = nnx.split(cell, nnx.Param, ...)
 
