@@ -7,8 +7,9 @@ state at every step, like `BNLSTMCell` in training mode, work under `jax.jit`, `
 `LSTMCell`, `LNLSTMCell`, `GRUCell` and `LNGRUCell` (exactly these types, float32, one batch axis, forwards) instead
 run through `layernorm.fused_rnn` (`fused_lstm`, `fused_gru`): the same function with the input projection hoisted out
 of the loop, one native kernel per step on CPU and a hand-written backward: forward+backward 1.1-2.0x faster for the
-LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000 (benchmarks/README.md). `impl='scan'` keeps the generic
-scan, which forward-mode derivatives (`jvp`, `hessian`) of those cells need.
+LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000; for the LN-GRU about 1.9x at H 128 and 1.6x at H 1000, level at H
+400 (benchmarks/README.md). `impl='scan'` keeps the generic scan, which forward-mode derivatives (`jvp`, `hessian`) of
+those cells need.
 """
 
 from __future__ import annotations
