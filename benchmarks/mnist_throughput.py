@@ -76,11 +76,14 @@ class LoopChunk:
     self.steps_per_call = config.steps_per_dispatch
     self.examples_per_call = self.steps_per_call * config.batch_size
 
-  def __call__(self):
+  def next_batches(self):
+    """The stacked batches of the next dispatch, on the device, as the loop builds them."""
     idx = self.schedule.indices(self.step, self.steps_per_call, self.order)
     stack = lambda source, i: data_lib.stack_padded([source.batch(row) for row in i])
-    batches = data_lib.put_global(self.source, idx, self.stacked, 1, stack)
-    self.state, metrics = self.train_chunk(self.state, batches)
+    return data_lib.put_global(self.source, idx, self.stacked, 1, stack)
+
+  def __call__(self):
+    self.state, metrics = self.train_chunk(self.state, self.next_batches())
     self.step += self.steps_per_call
     return metrics
 

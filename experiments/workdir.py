@@ -8,7 +8,8 @@ this module, so that the layout is written down once:
   status.json      {"status": "running" | "done" | "diverged" | "interrupted", "step", "total_steps", ...}
   best.json        the model-selection record: {"metric", "mode", "value", "step"} (runs with `best_metric`)
   task.json        what a model needs besides its weights (vocabulary, input sizes, ...): `Task.metadata`
-  checkpoints/     Orbax checkpoints (`experiments.loop.checkpoints`); checkpoints/best/ the best one
+  checkpoints/     Orbax checkpoints (`experiments.loop.checkpoints`)
+  checkpoints_best/  the best model's checkpoints (`experiments.loop.best`), consistent with best.json on resume
   events.out.*     TensorBoard event files
 """
 

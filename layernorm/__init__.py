@@ -3,13 +3,15 @@
 The pure ops `layer_norm` and `rms_norm`; the modules `LayerNorm` and `RMSNorm` (drop-ins for flax's) and the
 baselines `BatchNorm` and `WeightNorm` (`WeightNormLinear`); the recurrent cells of the paper's appendix (with the
 recurrent batch-norm baseline), `nnx.RNNCellBase` cells that also run in `nnx.RNN`, and `unroll`, which runs a cell
-over a sequence in one `lax.scan`. `layernorm.invariance` measures the paper's Table 1.
+over a sequence in one `lax.scan`, and `step`, one step of a cell (both on fused kernels for the LSTM cells).
+`layernorm.invariance` measures the paper's Table 1.
 """
 
 from layernorm.cells import BNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, LNLSTMCell, LSTMCell
 from layernorm.normalization import BatchNorm, LayerNorm, RMSNorm, batch_norm_statistics
 from layernorm.ops import layer_norm, rms_norm
 from layernorm.recurrent import unroll
+from layernorm.single_step import step
 from layernorm.weight_norm import WeightNorm, WeightNormLinear
 
 __all__ = [
@@ -27,5 +29,6 @@ __all__ = [
   'batch_norm_statistics',
   'layer_norm',
   'rms_norm',
+  'step',
   'unroll',
 ]

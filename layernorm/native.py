@@ -36,10 +36,9 @@ import jaxlib
 import numpy as np
 
 # One library from these files: the layer-norm kernels and the LSTM and GRU step kernels (`layernorm.fused_lstm`,
-# `layernorm.fused_gru`), which include the header; all of them key the cached library's name.
+# `layernorm.fused_gru`), which include csrc/rnn_step_common.h.
 _CSRC = Path(__file__).parent / 'csrc'
 SOURCES = tuple(_CSRC / name for name in ('layer_norm_cpu.cc', 'lstm_step_cpu.cc', 'gru_step_cpu.cc'))
-HEADERS = (_CSRC / 'rnn_step_common.h',)
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 ENV_SWITCH = 'LAYERNORM_NATIVE'
 # FFI handlers, per dtype the kernel is compiled for: (forward target, its symbol), (backward target, its symbol).
@@ -98,21 +97,30 @@ def _cpu_fingerprint() -> str:
     return platform.processor() or platform.machine()
 
 
-def library_path(compiler: str) -> Path:
-  sources = [source.read_text() for source in (*SOURCES, *HEADERS)]
-  key = '\n'.join([*sources, compiler, ' '.join(FLAGS), jaxlib.__version__, _cpu_fingerprint()])
-  return cache_dir() / f'layer_norm_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
+def library_path(
+  compiler: str, sources: tuple[Path, ...] = SOURCES, stem: str = 'layer_norm_cpu', extra_flags: tuple[str, ...] = ()
+) -> Path:
+  # The headers beside the sources, which they may include (csrc/rnn_step_common.h), key the name too.
+  headers = sorted({header for source in sources for header in source.parent.glob('*.h')})
+  texts = [source.read_text() for source in (*sources, *headers)]
+  key = '\n'.join([*texts, compiler, ' '.join(FLAGS + extra_flags), jaxlib.__version__, _cpu_fingerprint()])
+  return cache_dir() / f'{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
 
 
-def build(compiler: str) -> Path:
-  """Compiles the kernel unless the cache has it; returns the library's path. Raises RuntimeError on failure."""
-  path = library_path(compiler)
+def build(
+  compiler: str, sources: tuple[Path, ...] = SOURCES, stem: str = 'layer_norm_cpu', extra_flags: tuple[str, ...] = ()
+) -> Path:
+  """Compiles `sources` into one library unless the cache has it; returns its path. Raises RuntimeError on failure.
+
+  Other kernels of the project (the training loop's optimizer update) are built by the same rules under their own
+  `stem`."""
+  path = library_path(compiler, sources, stem, extra_flags)
   if path.exists():
     return path
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=path.parent, suffix='.so', delete=False) as tmp:
     tmp_path = Path(tmp.name)
-  command = [compiler, *FLAGS, '-I', jax.ffi.include_dir(), *map(str, SOURCES), '-o', str(tmp_path)]
+  command = [compiler, *FLAGS, *extra_flags, '-I', jax.ffi.include_dir(), *map(str, sources), '-o', str(tmp_path)]
   try:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
@@ -123,15 +131,31 @@ def build(compiler: str) -> Path:
   return path
 
 
-def load_library(compiler: str) -> ctypes.CDLL:
+def load_library(
+  compiler: str, sources: tuple[Path, ...] = SOURCES, stem: str = 'layer_norm_cpu', extra_flags: tuple[str, ...] = ()
+) -> ctypes.CDLL:
   """Builds the kernel library if needed and loads it. A cached file that does not load (damaged on disk, say) is
   removed and built again once, so one bad cache entry cannot leave every later process on the XLA path."""
-  path = build(compiler)
+  path = build(compiler, sources, stem, extra_flags)
   try:
     return ctypes.cdll.LoadLibrary(str(path))
   except OSError:
     path.unlink(missing_ok=True)
-    return ctypes.cdll.LoadLibrary(str(build(compiler)))
+    return ctypes.cdll.LoadLibrary(str(build(compiler, sources, stem, extra_flags)))
+
+
+def register_library(
+  stem: str, sources: tuple[Path, ...], targets: tuple[tuple[str, str], ...], extra_flags: tuple[str, ...] = ()
+) -> None:
+  """Builds (or finds in the cache), loads and registers another library's FFI handlers, (target, symbol) pairs, for
+  the CPU, compiled with FLAGS and `extra_flags`. Raises RuntimeError, OSError or AttributeError when that is
+  impossible; the caller chooses its fallback."""
+  compiler = _compiler()
+  if compiler is None:
+    raise RuntimeError('no C++ compiler found (set CXX, or install g++)')
+  library = load_library(compiler, sources, stem, extra_flags)
+  for target, symbol in targets:
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
 
 
 @functools.cache

@@ -90,6 +90,48 @@ def test_window_on_hand_checkable_cases():
   np.testing.assert_allclose(phi[0], want, rtol=1e-5)
 
 
+def small_synthesis_net():
+  return model.SynthesisNetwork(5, hidden=8, layers=2, window_mixtures=3, output_mixtures=2, rngs=nnx.Rngs(0))
+
+
+def test_the_models_kappa_is_the_running_sum_of_exp_kappa_hat(monkeypatch):
+  """Step by step through the network: the window's position kappa_t = kappa_{t-1} + exp(kappa^_t) (Graves eq. 51),
+  with kappa^_t the window layer's output at t (seen by a spy on `soft_window`), carried from one step to the next."""
+  net = small_synthesis_net()
+  k = net.window_mixtures
+  seen = []
+  original = model.soft_window
+
+  def spy(params_Bx3K, kappa_prev_BxK, onehot_BxUxC, mask_BxU):
+    seen.append(np.asarray(params_Bx3K[:, 2 * k :], np.float64))
+    return original(params_Bx3K, kappa_prev_BxK, onehot_BxUxC, mask_BxU)
+
+  monkeypatch.setattr(model, 'soft_window', spy)
+  rng = np.random.default_rng(1)
+  onehot = jax.nn.one_hot(rng.integers(0, 5, (2, 6)), 5)
+  mask = jnp.ones((2, 6))
+  state = net.initial_state(2)
+  kappas = []
+  for x in rng.normal(size=(5, 2, 3)).astype(np.float32):
+    state, (_, _, (_, _, kappa)) = net.step(state, jnp.asarray(x), onehot, mask)
+    kappas.append(np.asarray(kappa, np.float64))
+  np.testing.assert_allclose(np.stack(kappas), np.cumsum(np.exp(np.stack(seen)), axis=0), rtol=1e-5)
+
+
+def test_the_window_moves_past_the_first_character():
+  """A small random net over 200 points: phi's centre starts at character 1 and ends several characters on (each
+  step advances kappa by about exp(-3), the initial bias); a window that forgot kappa would stay at character 1."""
+  net = small_synthesis_net()
+  rng = np.random.default_rng(0)
+  num_points, num_chars = 200, 12
+  points = rng.normal(size=(1, num_points, 3)).astype(np.float32)
+  chars = rng.integers(0, 5, (1, num_chars))
+  _, phi = nnx.jit(lambda net, p, c, n: net(p, c, n))(net, points, chars, jnp.array([num_chars]))
+  phi = np.asarray(phi[0], np.float64)
+  centre = (phi * np.arange(1, num_chars + 1)).sum(1) / phi.sum(1)
+  assert centre[0] < 1.5 and centre[-1] > 3.0, centre[[0, -1]]
+
+
 def test_paper_sized_network_is_finite_over_500_steps():
   # Built under jit: eager initialisation of the 400-unit matrices takes ~30 s on a loaded 2-core machine.
   net = nnx.jit(lambda: model.SynthesisNetwork(57, hidden=400, norm='ln', rngs=nnx.Rngs(0)))()

@@ -18,7 +18,8 @@ from flax import nnx
 
 from configs import common
 from experiments import loop
-from experiments.loop import metric_writers, optim
+from experiments.loop import best as best_lib
+from experiments.loop import checkpoints, metric_writers, optim
 
 NUM_TRAIN, NUM_IN, NUM_CLASSES = 48, 5, 3
 
@@ -206,6 +207,125 @@ def test_selection_survives_a_crash_and_resume(tmp_path, monkeypatch, selected):
   b = loop.load_model(straight_dir, make_task(), which='best')
   for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b)), strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+# A run of 8 steps that evaluates every step and checkpoints at 3, 6 and 8. Its best steps are 1, 2, 4, 5 (5 stays
+# best): two of them (4, 5) fall after checkpoint 3, the step after the best (6) and the last (8) are no best.
+CRASH_STEPS = 8
+
+
+def crash_config():
+  return make_config(
+    num_train_steps=CRASH_STEPS,
+    eval_every_steps=1,
+    log_every_steps=1,
+    checkpoint_every_steps=3,
+    best_metric='eval/valid/nll',
+    **{'optimizer.learning_rate': 1.0},
+  )
+
+
+CRASH_TASK = make_task(final_only=('test',))  # One task (one set of functions): every run reuses its compiled steps.
+
+
+def digests(workdir: str, directory: str) -> dict[int, str]:
+  """Step -> the SHA-256 of the whole saved state (parameters and optimizer), for each checkpoint in `directory`."""
+  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, directory), read_only=True)
+  try:
+    return {step: checkpointer.meta(step)['digest'] for step in checkpointer.steps()}
+  finally:
+    checkpointer.close()
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+  return [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in rows]
+
+
+@pytest.fixture(scope='module')
+def crash_free(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('crash_free'))
+  final = loop.train(crash_config(), workdir, CRASH_TASK)
+  return workdir, final
+
+
+def test_the_best_checkpoints_kept_are_those_a_resume_may_roll_back_to(crash_free):
+  """Each regular checkpoint's best (where a resume from it rolls back to) and the final best stay; no other."""
+  workdir, _ = crash_free
+  regular = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  try:
+    recorded = {regular.meta(s)['best']['step'] for s in regular.steps()}
+  finally:
+    regular.close()
+  final_best = loop.read_best(workdir)['step']
+  assert len(recorded | {final_best}) > 1, 'the test needs a checkpoint whose best is not the final one'
+  assert set(digests(workdir, best_lib.BEST_CHECKPOINT_DIR)) == recorded | {final_best}
+
+
+def test_a_roll_back_restores_the_record_of_the_resumed_step(tmp_path):
+  """best.json and the best checkpoints after a resume from step 3: the best as of 3, nothing newer; a best whose
+  checkpoint is gone (pruned before a fall-back to an old checkpoint) is dropped rather than named."""
+  workdir = str(tmp_path)
+  tree = {'w': jnp.arange(3.0)}
+  store = best_lib.BestStore(workdir, 'eval/valid/nll', 'min', is_writer=True)
+  try:
+    store.save(tree, {'value': 2.0, 'step': 2}, keep=set())
+    store.save(tree, {'value': 1.0, 'step': 4}, keep={2})  # Checkpoint 3 records best 2: a resume from 3 needs it.
+    assert store.steps() == [2, 4] and loop.read_best(workdir)['step'] == 4
+    assert store.roll_back({'value': 2.0, 'step': 2}, 3) == {'value': 2.0, 'step': 2}
+    assert store.steps() == [2]
+    assert loop.read_best(workdir) == {'metric': 'eval/valid/nll', 'mode': 'min', 'value': 2.0, 'step': 2}
+    store.save(tree, {'value': 1.0, 'step': 4}, keep=set())  # The re-run saves step 4 again; 2 is no longer needed.
+    assert store.steps() == [4]
+    assert store.roll_back({'value': 2.0, 'step': 2}, 3) is None
+    assert store.steps() == [] and loop.read_best(workdir) is None
+  finally:
+    store.close()
+
+
+def crash_points():
+  """(step, where): after the best checkpoint (before best.json), after the step's row, after its checkpoint."""
+  best_steps, checkpoint_steps = (1, 2, 4, 5), (3, 6, 8)
+  points = [(s, 'best checkpoint') for s in best_steps] + [(s, 'row') for s in range(1, CRASH_STEPS + 1)]
+  return points + [(s, 'checkpoint') for s in checkpoint_steps]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('step,where', crash_points())
+def test_a_crash_at_any_step_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch, crash_free, step, where):
+  """Killed anywhere (the best step, the step after it, the last step): re-running ends bit for bit as uninterrupted.
+
+  A crash after a new best was saved and before that step's regular checkpoint used to make every re-run fail: the
+  resumed run found the same step best again and Orbax refused to save checkpoints_best/<step> a second time.
+  """
+  straight_dir, straight_final = crash_free
+  best_steps = sorted(digests(straight_dir, best_lib.BEST_CHECKPOINT_DIR))
+  assert loop.read_best(straight_dir)['step'] == 5 and 5 in best_steps, 'the run must keep the best step analysed'
+  workdir = str(tmp_path)
+  save, write = checkpoints.Checkpointer.save, metric_writers.MetricWriter.write
+  wanted_dir = best_lib.BEST_CHECKPOINT_DIR if where == 'best checkpoint' else 'checkpoints'
+
+  def crash_after_save(self, at, tree, meta):
+    save(self, at, tree, meta)
+    if where != 'row' and at == step and os.path.basename(self.directory) == wanted_dir:
+      raise KeyboardInterrupt  # Stands for a SIGKILL: nothing after the save runs.
+
+  def crash_after_row(self, at, scalars):
+    write(self, at, scalars)
+    if where == 'row' and at == step:
+      raise KeyboardInterrupt
+
+  with monkeypatch.context() as m:
+    m.setattr(checkpoints.Checkpointer, 'save', crash_after_save)
+    m.setattr(metric_writers.MetricWriter, 'write', crash_after_row)
+    with pytest.raises(KeyboardInterrupt):
+      loop.train(crash_config(), workdir, CRASH_TASK)
+  final = loop.train(crash_config(), workdir, CRASH_TASK)
+  assert final == straight_final
+  assert loop.read_best(workdir) == loop.read_best(straight_dir)
+  assert without_timings(loop.read_rows(workdir)) == without_timings(loop.read_rows(straight_dir))
+  # Every kept checkpoint, regular and best, holds the same bits at the same steps (final params included).
+  assert digests(workdir, 'checkpoints') == digests(straight_dir, 'checkpoints')
+  assert digests(workdir, best_lib.BEST_CHECKPOINT_DIR) == digests(straight_dir, best_lib.BEST_CHECKPOINT_DIR)
 
 
 def test_best_mode_defaults_from_the_metric_name():

@@ -237,14 +237,15 @@ def test_two_devices_each_hold_half_of_every_batch(tmp_path):
 
 
 def test_a_checkpoint_of_another_optimizer_layout_is_a_clean_workdir_error(tmp_path, monkeypatch, capsys):
-  """A run checkpointed before Adam ran under optax.flatten (one state array per parameter and moment) does not
-  resume now (one state vector per moment): exit 3 with one message, and the checkpoint is left as it was."""
+  """A run checkpointed with another optimizer state layout (here a two-part chain, as before clipping got its own
+  slot) does not resume with today's (clipping, Adam, rate): exit 3 with one message, and the checkpoint is left as
+  it was."""
   from experiments.loop import optim
 
   workdir = str(tmp_path / 'run')
   flat_make_optimizer = optim.make_optimizer
 
-  def unflattened(opt, total_steps):  # The layout before: Adam's state as a tree of per-parameter arrays.
+  def unflattened(opt, total_steps):  # Another layout: no clipping slot in the chain.
     return optax.chain(optax.scale_by_adam(b1=opt['b1'], b2=opt['b2'], eps=opt['eps']), optax.scale(-1e-3))
 
   with monkeypatch.context() as patch:

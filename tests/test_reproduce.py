@@ -37,6 +37,19 @@ def test_a_difference_within_the_seed_spread_is_no_win():
   assert pr.compare(stat(1.0), stat(1.0), higher_is_better=False) == 'within spread'
 
 
+def test_a_difference_between_half_the_spread_and_the_spread_is_within_spread():
+  """The rule is the whole spread (max - min over seeds, the larger of the two), not a fraction of it."""
+  a = stat(1.0, 1.4)  # Spread 0.4, mean 1.2.
+  for fraction in (0.55, 0.75, 0.95):
+    b = stat(1.2 + fraction * 0.4 - 0.01, 1.2 + fraction * 0.4 + 0.01)  # Mean 1.2 + fraction * 0.4, spread 0.02.
+    assert pr.compare(a, b, higher_is_better=False) == 'within spread', fraction
+    assert pr.compare(b, a, higher_is_better=True) == 'within spread', fraction
+  b = stat(1.2 + 1.05 * 0.4 - 0.01, 1.2 + 1.05 * 0.4 + 0.01)  # Just beyond the spread: a verdict.
+  assert pr.compare(a, b, higher_is_better=False) == 'better'
+  assert pr.compare(b, a, higher_is_better=False) == 'worse'
+  assert pr.compare(b, a, higher_is_better=True) == 'better'
+
+
 def test_verdict_ladder_and_its_reason():
   yes, no, unknown = pr.Outcome(True, ''), pr.Outcome(False, ''), pr.Outcome(None, '')
   assert pr.verdict([yes, yes], seeds=3) == ('reproduced', '2 of 2 claims hold')

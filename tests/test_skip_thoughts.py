@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from flax import nnx
 
 from configs import skip_thoughts as st_config
@@ -133,6 +134,55 @@ def test_classification_accuracy_near_100_for_the_label_and_chance_for_noise():
   assert informed['accuracy'] > 98
   chance = downstream.classification_accuracy(noise, y, **cv)
   assert 35 < chance['accuracy'] < 65 and chance['accuracy_std'] > 0
+
+
+def test_sick_c_is_the_one_with_the_best_trial_pearson_not_test():
+  """The trial set here is the training set itself, so it favours the least regularised fit, while the test set (fresh
+  pairs, mostly noise features) favours a strong one: the reported scores are those of the trial set's choice."""
+  rng = np.random.default_rng(0)
+
+  def pairs(n):
+    scores = rng.uniform(1, 5, n)
+    return np.concatenate([scores[:, None] + rng.normal(scale=1.5, size=(n, 1)), rng.normal(size=(n, 8))], 1), scores
+
+  train, test = pairs(60), pairs(60)
+  features = {'train': train, 'trial': train, 'test': test}
+  cs = (0.01, 1.0, 100.0)
+  models = [downstream.fit_relatedness(*train, c) for c in cs]
+  pearson = lambda model, split: scipy.stats.pearsonr(downstream.expected_score(model, split[0]), split[1])[0]
+  by_trial = max(models, key=lambda m: pearson(m, train))
+  by_test = max(models, key=lambda m: pearson(m, test))
+  assert by_trial.C != by_test.C, 'the test needs trial and test sets that prefer different C'
+  result = downstream.relatedness_scores(features, cs=cs)
+  np.testing.assert_allclose(result['pearson'], pearson(by_trial, test), rtol=1e-9)
+  np.testing.assert_allclose(result['mse'], np.mean((downstream.expected_score(by_trial, test[0]) - test[1]) ** 2))
+
+
+def test_nested_cv_scores_each_example_once_on_a_fit_that_never_saw_it(monkeypatch):
+  """A spy on the grid search: each outer fold fits on the other folds only (its inner folds split those) and scores
+  its own examples; every example is scored exactly once, and never by a fit that had it."""
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
+  row_id = {row.tobytes(): i for i, row in enumerate(x)}
+  ids = lambda rows: [row_id[r.tobytes()] for r in np.asarray(rows)]
+  folds = []
+
+  class SpyGridSearch(downstream.GridSearchCV):
+    def fit(self, X, y=None, **kw):
+      folds.append({'fit': ids(X)})
+      return super().fit(X, y, **kw)
+
+    def score(self, X, y=None):
+      folds[-1]['scored'] = ids(X)
+      return super().score(X, y)
+
+  monkeypatch.setattr(downstream, 'GridSearchCV', SpyGridSearch)
+  downstream.classification_accuracy(x, y, folds=5, inner_folds=3, cs=(1.0,))
+  assert len(folds) == 5
+  for fold in folds:
+    assert not set(fold['fit']) & set(fold['scored'])  # No test example reaches the fit.
+    assert sorted(fold['fit'] + fold['scored']) == list(range(60))  # The fit has all the other folds' examples.
+  assert sorted(i for fold in folds for i in fold['scored']) == list(range(60))  # Each example tested once.
 
 
 def _concept_encoder():

@@ -144,12 +144,13 @@ class SynthesisNetwork(nnx.Module):
     """One time step: (new state, (y_t [B, 1 + 6M], phi_t [B, U], (alpha, beta, kappa)))."""
     carries, kappa, w_BxC = state
     new_carries, hs = [], []
-    carry, h = self.cells[0](carries[0], jnp.concatenate([x_Bx3, w_BxC], axis=-1))
+    # layernorm.step: the cell's step on the fused LSTM kernels (one native kernel with the three layer norms).
+    carry, h = layernorm.step(self.cells[0], carries[0], jnp.concatenate([x_Bx3, w_BxC], axis=-1))
     w_BxC, kappa, phi_BxU, (alpha, beta) = soft_window(self.window(h), kappa, onehot_BxUxC, mask_BxU)
     new_carries.append(carry)
     hs.append(h)
     for i in range(1, self.num_layers):
-      carry, h = self.cells[i](carries[i], jnp.concatenate([x_Bx3, h, w_BxC], axis=-1))
+      carry, h = layernorm.step(self.cells[i], carries[i], jnp.concatenate([x_Bx3, h, w_BxC], axis=-1))
       new_carries.append(carry)
       hs.append(h)
     y = self.output(jnp.concatenate(hs, axis=-1))

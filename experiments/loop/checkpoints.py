@@ -170,12 +170,15 @@ class Checkpointer:
 
   Args:
     directory: where the checkpoints go (`<workdir>/checkpoints`).
-    max_to_keep: how many of the newest checkpoints to keep; 2 or more lets a corrupt one fall back.
+    max_to_keep: how many of the newest checkpoints to keep; 2 or more lets a corrupt one fall back (None: all, for
+      a caller that deletes them itself).
     keep_period: checkpoints at steps that are multiples of this are never deleted (None: none are kept for good).
     read_only: never create, move or delete anything (for `load_model` on a finished or running run).
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3, *, keep_period: int | None = None, read_only: bool = False):
+  def __init__(
+    self, directory: str, max_to_keep: int | None = 3, *, keep_period: int | None = None, read_only: bool = False
+  ):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
     absl_logger = logging.get_absl_logger()
@@ -207,10 +210,18 @@ class Checkpointer:
     )
     self._manager.wait_until_finished()
 
+  def meta(self, step: int) -> dict:
+    """The JSON metadata saved with the checkpoint at `step` (without reading its arrays)."""
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def delete(self, step: int) -> None:
+    """Deletes the checkpoint at `step` (every process calls it: Orbax deletes on one and waits for all)."""
+    self._manager.delete(step)
+
   def restore(self, step: int, abstract_tree: Any) -> tuple[Any, dict]:
     names = flat_names(abstract_tree)
     leaves, treedef = jax.tree.flatten(abstract_tree)
-    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    meta = self.meta(step)
     if meta.get('names') != names:
       saved, wanted = set(meta.get('names') or ()), set(names)
       raise CheckpointMismatchError(

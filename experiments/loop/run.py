@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import workdir as wd
+from experiments.loop import best as best_lib
 from experiments.loop import checkpoints, evaluation, interrupts, metrics, progress, state_io, steps
 from experiments.loop import data as data_lib
 from experiments.loop import state as state_lib
@@ -125,8 +126,13 @@ class _Run:
       keep_period=schedule.keep_every or None,
     )
     self.writer = None
+    self.best_store = None
+    if self.best_metric:
+      self.best_store = best_lib.BestStore(self.workdir, self.best_metric, self.best_mode, is_writer=self.is_writer)
     try:
       state, meta = self._restore_or_init()
+      if self.best_store is not None:
+        meta['best'] = self.best_store.roll_back(meta['best'], int(checkpoints.to_host(state['step'])))
       self.writer = MetricWriter(self.workdir, int(checkpoints.to_host(state['step'])), enabled=self.is_writer)
       opt_key = steps.optimizer_key(config.optimizer, schedule.total_steps)
       self.train_chunk, self.eval_batch = steps.jitted_steps(
@@ -138,6 +144,8 @@ class _Run:
     finally:
       if self.writer is not None:
         self.writer.close()
+      if self.best_store is not None:
+        self.best_store.close()
       self.checkpointer.close()
 
   def _restore_or_init(self) -> tuple[dict[str, Any], dict]:
@@ -171,6 +179,7 @@ class _Run:
     self.window = metrics.Means(**meta['window'])
     self.since_eval = metrics.Means(**meta['since_eval'])
     self.best = meta.get('best')  # {'value', 'step'} of the best evaluation so far, or None.
+    self.best_of = {}  # Regular checkpoint's step -> the best step it records (None: none), read once each.
     self.timer = progress.Throughput()
     self.compiled_sizes = set()  # Chunk sizes this process has called the train step with (compiled).
     # The newest value of every metric logged so far, for status.json at every stop point.
@@ -246,6 +255,22 @@ class _Run:
       'best': self.best,
     }
     self.checkpointer.save(step, state, meta)
+    if self.best_store is not None:
+      self.best_of[step] = self.best and self.best['step']
+      self.best_store.prune(self._resumable_bests())
+
+  def _resumable_bests(self) -> set[int]:
+    """The best steps a resume may roll back to: the current one and those the newest regular checkpoints record."""
+    keep = {self.best['step']} if self.best is not None else set()
+    for step in self.checkpointer.steps()[-self.config.checkpoints_to_keep :]:
+      if step not in self.best_of:
+        try:
+          self.best_of[step] = (self.checkpointer.meta(step).get('best') or {}).get('step')
+        except Exception:  # An unreadable checkpoint is no resume point: it is set aside when a resume meets it.
+          self.best_of[step] = None
+      keep.add(self.best_of[step])
+    keep.discard(None)
+    return keep
 
   # -- Interrupts (experiments.loop.interrupts) ------------------------------------------------------------------------
 
@@ -350,7 +375,7 @@ class _Run:
     best = None if self.best is None else self.best['value']
     if best is None or (value < best if self.best_mode == 'min' else value > best):
       self.best = {'value': value, 'step': step}
-      state_io.save_best(self.workdir, state, step, self.best_metric, self.best_mode, value, self.is_writer)
+      self.best_store.save(state, self.best, self._resumable_bests())
 
   # -- The end ---------------------------------------------------------------------------------------------------------
 
@@ -380,7 +405,7 @@ class _Run:
     if self.best is None:
       logging.warning('No evaluation of %s was finite: no best model to report.', self.best_metric)
       return {}
-    best_state = state_io.restore_best(self.workdir, self.parts, self.replicated, self.best['step'])
+    best_state = self.best_store.restore(self.best['step'], state_lib.abstract_on(self.parts, self.replicated))
     names = set(self.eval_sources) | set(self.task.evaluators)
     results = self._evaluate(best_state, self.best['step'], names, final=True)
     return {'best/step': self.best['step'], **{f'best/{k}': v for k, v in results.items()}}

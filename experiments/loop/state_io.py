@@ -1,4 +1,4 @@
-"""The run's state on disk: claiming a workdir, the best checkpoint, and loading a model back from a workdir."""
+"""The run's state on disk: claiming a workdir and loading a model back from a workdir (the best one: `best`)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ import numpy as np
 from flax import nnx
 
 from experiments import workdir as wd
+from experiments.loop import best as best_lib
 from experiments.loop import checkpoints
 from experiments.loop import state as state_lib
 from experiments.loop.task import Task
-
-BEST_CHECKPOINT_DIR = 'checkpoints_best'
 
 
 def config_json(config: ml_collections.ConfigDict) -> str:
@@ -127,30 +126,6 @@ def merge_eval(parts: state_lib.Parts, state: dict) -> nnx.Module:
   return nnx.merge(parts.eval_def, state['params'], state['rest'])
 
 
-def _best_checkpointer(workdir: str, *, read_only: bool = False) -> checkpoints.Checkpointer:
-  return checkpoints.Checkpointer(os.path.join(workdir, BEST_CHECKPOINT_DIR), max_to_keep=2, read_only=read_only)
-
-
-def save_best(workdir: str, state: dict, step: int, metric: str, mode: str, value: float, is_writer: bool) -> None:
-  """Saves `state` as the best model, then records it in best.json (which therefore never names a missing step)."""
-  best = _best_checkpointer(workdir)
-  try:
-    best.save(step, state, {'metric': metric, 'mode': mode, 'value': value})
-  finally:
-    best.close()
-  if is_writer:
-    wd.write_json(os.path.join(workdir, wd.BEST_FILE), {'metric': metric, 'mode': mode, 'value': value, 'step': step})
-
-
-def restore_best(workdir: str, parts: state_lib.Parts, sharding, step: int) -> dict:
-  """The best model's state (the checkpoint at `step` in checkpoints_best/)."""
-  best = _best_checkpointer(workdir, read_only=True)
-  try:
-    return best.restore(step, state_lib.abstract_on(parts, sharding))[0]
-  finally:
-    best.close()
-
-
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run saved in its workdir."""
   saved = wd.read_saved_config(workdir)
@@ -195,7 +170,7 @@ def load_model(
     record = wd.read_best(workdir)
     if record is None:
       raise FileNotFoundError(f'{workdir} has no best model ({wd.BEST_FILE} is missing): did it set best_metric?')
-    checkpointer, step = _best_checkpointer(workdir, read_only=True), int(record['step'])
+    checkpointer, step = best_lib.best_checkpointer(workdir, read_only=True), int(record['step'])
   else:
     checkpointer = checkpoints.Checkpointer(os.path.join(workdir, wd.CHECKPOINT_DIR), read_only=True)
     step = which

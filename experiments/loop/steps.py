@@ -12,12 +12,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments.loop import optim
+from experiments.loop import fused_adam, optim
 
 # Metrics the loop adds to the task's; a NaN or Inf in any of these stops the run.
 GUARDED_METRICS = ('loss', 'grad_norm', 'param_norm', 'update_norm')
@@ -71,14 +70,16 @@ def jitted_steps(
     for name, value in extra.items():
       if jnp.shape(value) != () or name in GUARDED_METRICS:
         raise ValueError(f'Task.loss_fn extra metric {name!r} must be a scalar not named {GUARDED_METRICS}.')
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    # Clipping, Adam, the learning rate, the new parameters and their norms: one native pass on CPU.
+    params, opt_state, norms = fused_adam.apply(
+      spec['optimizer'], spec['total_steps'], tx, grads, state['opt_state'], state['params']
+    )
     metrics = {
       'loss': loss,
       **extra,
-      'grad_norm': optax.tree.norm(grads),
-      'param_norm': optax.tree.norm(params),
-      'update_norm': optax.tree.norm(updates),
+      'grad_norm': norms.grad,
+      'param_norm': norms.param,
+      'update_norm': norms.update,
     }
     new_state = {'params': params, 'rest': rest, 'opt_state': opt_state, 'step': step + 1, 'rng': state['rng']}
     return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
