@@ -4,9 +4,9 @@
         [--floor] [--random-cotangent] [--scan-too]
 
 Each cell of `layernorm.cells` runs through `layernorm.unroll` over `--steps` time steps, input size = hidden size,
-float32, jitted: LSTMCell and LNLSTMCell on its fused path (`layernorm.fused_lstm`), the GRUs (and AffineLSTMCell) as
-one `lax.scan` of the cell. `--scan-too` adds LSTMCell and LNLSTMCell through `unroll(impl='scan')`, the generic
-scan, to the same round-robin. Two passes:
+float32, jitted: the LSTMs and GRUs on their fused paths (`layernorm.fused_lstm`, `layernorm.fused_gru`),
+AffineLSTMCell as one `lax.scan` of the cell. `--scan-too` adds the plain and LN cells of each family through
+`unroll(impl='scan')`, the generic scan, to the same round-robin. Two passes:
   * fwd: the outputs of every step.
   * fwd+bwd: the gradient of the sum of the outputs with respect to the parameters and the inputs.
 For every configuration the plain and the normalized cell of one family are timed side by side, round-robin, in this
@@ -54,7 +54,7 @@ class AffineLSTMCell(LNLSTMCell):
 
 
 FLOORS = {'lstm': AffineLSTMCell}
-FUSED = ('lstm',)  # Families whose cells `unroll` runs through layernorm.fused_lstm (`--scan-too` compares).
+FUSED = ('lstm', 'gru')  # Families whose cells `unroll` runs fused (`--scan-too` compares with the scan).
 
 
 def parse_ints(flag: str, text: str) -> list[int]:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     '--random-cotangent', action='store_true', help='fwd+bwd: the VJP with a random cotangent, not grad(sum)'
   )
   parser.add_argument(
-    '--scan-too', action='store_true', help="also time LSTMCell and LNLSTMCell through unroll(impl='scan')"
+    '--scan-too', action='store_true', help="also time each family's cells through unroll(impl='scan')"
   )
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
-"""The native CPU kernels of `layer_norm`, forward and backward, and of one LSTM step (`layernorm.fused_lstm`): built on
-first use, cached per machine, called through the XLA FFI.
+"""The native CPU kernels of `layer_norm`, forward and backward, and of one LSTM or GRU step (`layernorm.fused_lstm`,
+`layernorm.fused_gru`): built on first use, cached per machine, called through the XLA FFI.
 
 XLA:CPU compiles layer norm into separate loops over the whole array, which read the input three times (and the
 backward reads x and dy several times more); the kernels in `csrc/layer_norm_cpu.cc` read each row once and work on
@@ -35,8 +35,10 @@ import jax
 import jaxlib
 import numpy as np
 
-# One library from both files: the layer-norm kernels and the LSTM step kernels (`layernorm.fused_lstm`).
-SOURCES = tuple(Path(__file__).parent / 'csrc' / name for name in ('layer_norm_cpu.cc', 'lstm_step_cpu.cc'))
+# One library from these files: the layer-norm kernels and the LSTM and GRU step kernels (`layernorm.fused_lstm`,
+# `layernorm.fused_gru`), which include csrc/rnn_step_common.h.
+_CSRC = Path(__file__).parent / 'csrc'
+SOURCES = tuple(_CSRC / name for name in ('layer_norm_cpu.cc', 'lstm_step_cpu.cc', 'gru_step_cpu.cc'))
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 ENV_SWITCH = 'LAYERNORM_NATIVE'
 # FFI handlers, per dtype the kernel is compiled for: (forward target, its symbol), (backward target, its symbol).
@@ -54,6 +56,11 @@ TARGETS = {
 LSTM_TARGETS = (
   ('layernorm_lstm_step_forward_f32', 'LstmStepForwardF32'),
   ('layernorm_lstm_step_backward_f32', 'LstmStepBackwardF32'),
+)
+# The GRU step kernels likewise (csrc/gru_step_cpu.cc).
+GRU_TARGETS = (
+  ('layernorm_gru_step_forward_f32', 'GruStepForwardF32'),
+  ('layernorm_gru_step_backward_f32', 'GruStepBackwardF32'),
 )
 
 
@@ -93,7 +100,9 @@ def _cpu_fingerprint() -> str:
 def library_path(
   compiler: str, sources: tuple[Path, ...] = SOURCES, stem: str = 'layer_norm_cpu', extra_flags: tuple[str, ...] = ()
 ) -> Path:
-  texts = [source.read_text() for source in sources]
+  # The headers beside the sources, which they may include (csrc/rnn_step_common.h), key the name too.
+  headers = sorted({header for source in sources for header in source.parent.glob('*.h')})
+  texts = [source.read_text() for source in (*sources, *headers)]
   key = '\n'.join([*texts, compiler, ' '.join(FLAGS + extra_flags), jaxlib.__version__, _cpu_fingerprint()])
   return cache_dir() / f'{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
 
@@ -157,7 +166,7 @@ def _load() -> bool:
     if compiler is None:
       raise RuntimeError('no C++ compiler found (set CXX, or install g++)')
     library = load_library(compiler)
-    for target, symbol in [*(h for handlers in TARGETS.values() for h in handlers), *LSTM_TARGETS]:
+    for target, symbol in [*(h for handlers in TARGETS.values() for h in handlers), *LSTM_TARGETS, *GRU_TARGETS]:
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
   except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as error:
     warnings.warn(
@@ -230,3 +239,28 @@ def lstm_step_backward(px, gh, c, dc, dh, dy, lengths, t, params, eps: float, ln
   shapes = (gates, gates, carry, carry, jax.ShapeDtypeStruct(params.shape, np.float32))
   call = jax.ffi.ffi_call(LSTM_TARGETS[1][0], shapes, vmap_method='sequential')
   return call(px, gh, c, dc, dh, dy, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
+
+
+def gru_step_forward(px, gh, h, lengths, t, params, eps: float, ln: bool):
+  """One GRU step after its matmuls by the kernel (csrc/gru_step_cpu.cc): returns the new h and the output y.
+
+  px = W_x x and gh = W_h h, (B, 3H) float32; h (B, H); lengths (B,) and t () int32; params (15H,), the packed
+  parameters of `layernorm.fused_gru.PACKED`. Rows with t >= lengths keep h and output 0. Only for CPU, after
+  `available(np.float32)`. Under `vmap` the call runs once per batch element (`sequential`).
+  """
+  carry = jax.ShapeDtypeStruct(h.shape, np.float32)
+  call = jax.ffi.ffi_call(GRU_TARGETS[0][0], (carry, carry), vmap_method='sequential')
+  return call(px, gh, h, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
+
+
+def gru_step_backward(px, gh, h, dh, dy, lengths, t, params, eps: float, ln: bool):
+  """The transpose of `gru_step_forward` at cotangents dh of its carry and dy of its output.
+
+  Returns d px, d gh (B, 3H), the part of d h_prev that skips the matmul (B, H), and this step's sums over rows of the
+  parameters' cotangents, packed as `params` (15H,).
+  """
+  gates = jax.ShapeDtypeStruct(px.shape, np.float32)
+  carry = jax.ShapeDtypeStruct(h.shape, np.float32)
+  shapes = (gates, gates, carry, jax.ShapeDtypeStruct(params.shape, np.float32))
+  call = jax.ffi.ffi_call(GRU_TARGETS[1][0], shapes, vmap_method='sequential')
+  return call(px, gh, h, dh, dy, lengths, t, params, eps=np.float64(eps), ln=bool(ln))

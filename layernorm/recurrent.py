@@ -4,11 +4,12 @@ The cell's parameters are closed over by the scan; the rest of its state (batch-
 counts) is threaded through the scan's carry and written back into the cell afterwards, so cells that update
 state at every step, like `BNLSTMCell` in training mode, work under `jax.jit`, `nnx.jit` and `jax.grad`.
 
-`LSTMCell` and `LNLSTMCell` (float32, one batch axis, forwards) instead run through `layernorm.fused_lstm`: the same
-function with the input projection hoisted out of the loop, one native kernel per step on CPU and a hand-written
-backward: forward+backward 1.1-2.0x faster for the LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000
-(benchmarks/README.md; forward alone 0.71-1.15x the scan's time). `impl='scan'` keeps the generic scan, which
-forward-mode derivatives (`jvp`, `hessian`) of those cells need.
+`LSTMCell`, `LNLSTMCell`, `GRUCell` and `LNGRUCell` (exactly these types, float32, one batch axis, forwards) instead
+run through `layernorm.fused_rnn` (`fused_lstm`, `fused_gru`): the same function with the input projection hoisted out
+of the loop, one native kernel per step on CPU and a hand-written backward: forward+backward 1.1-2.0x faster for the
+LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000; for the LN-GRU about 1.9x at H 128 and 1.6x at H 1000, level at H
+400 (benchmarks/README.md). `impl='scan'` keeps the generic scan, which forward-mode derivatives (`jvp`, `hessian`) of
+those cells need.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from layernorm import fused_lstm
+from layernorm import fused_gru, fused_lstm, fused_rnn
 
 IMPLEMENTATIONS = ('auto', 'scan')
+# The cell families `unroll` runs fused where they apply (`layernorm.fused_rnn`).
+FUSED = (fused_lstm.KIND, fused_gru.KIND)
 Array = jax.Array
 Carry = Any
 
@@ -59,9 +62,10 @@ def unroll(
     reverse: process time backwards, from the last step to the first. Outputs stay in input order (`ys[..., t, :]`
       is the output at step t). With `seq_lengths`, the padded tail comes first and leaves the carry untouched, so
       each example's reverse pass starts at its last valid step from the initial carry.
-    impl: 'auto' runs `LSTMCell` and `LNLSTMCell` through `layernorm.fused_lstm` where it applies (float32 inputs and
-      carry, one batch axis, not reversed) and every other cell as a scan of `cell(carry, x)`; 'scan' always scans
-      (the fused path is a `jax.custom_vjp`, so `jvp`, `jacfwd` and `hessian` need 'scan').
+    impl: 'auto' runs `LSTMCell`, `LNLSTMCell`, `GRUCell` and `LNGRUCell` through `layernorm.fused_rnn` where it
+      applies (float32 inputs and carry, one batch axis, not reversed) and every other cell as a scan of
+      `cell(carry, x)`; 'scan' always scans (the fused path is a `jax.custom_vjp`, so `jvp`, `jacfwd` and `hessian`
+      need 'scan').
 
   Returns:
     `(carry, ys)`: the final carry and the stacked outputs, laid out as `xs` (time-major or batch-major).
@@ -84,13 +88,13 @@ def unroll(
       )
   if carry is None:
     carry = cell.initialize_carry(xs_TxBxD.shape[1:])
-  fused = fused_lstm.plan(cell, xs_TxBxD, carry) if impl == 'auto' and not reverse else None
-  if fused is not None:
-    weights, ln, eps = fused
-    steps = xs_TxBxD.shape[0]
-    lengths_B = jnp.full(batch_shape, steps, jnp.int32) if seq_lengths is None else seq_lengths.astype(jnp.int32)
-    carry, ys_TxBxH = fused_lstm.lstm_sequence(weights, xs_TxBxD, *carry, lengths_B, ln, eps)
-    return tuple(carry), ys_TxBxH if time_major else jnp.moveaxis(ys_TxBxH, 0, -2)
+  for kind in FUSED if impl == 'auto' and not reverse else ():
+    fused = kind.plan(cell, xs_TxBxD, carry)
+    if fused is not None:
+      steps = xs_TxBxD.shape[0]
+      lengths_B = jnp.full(batch_shape, steps, jnp.int32) if seq_lengths is None else seq_lengths.astype(jnp.int32)
+      carry, ys_TxBxH = fused_rnn.run(kind, fused, xs_TxBxD, carry, lengths_B)
+      return carry, ys_TxBxH if time_major else jnp.moveaxis(ys_TxBxH, 0, -2)
 
   graphdef, params, state = nnx.split(cell, nnx.Param, ...)
 

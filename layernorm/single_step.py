@@ -3,8 +3,8 @@
 Models whose steps depend on each other across layers (handwriting synthesis: the window reads the first layer's
 output before the second layer runs) cannot hand a whole sequence to `unroll`; they call the cell once per step in
 their own scan. For `LSTMCell` and `LNLSTMCell` that is two matmuls and, for the LN-LSTM, three layer norms and a
-dozen element-wise kernels forward, more backward. `step` runs the same step as `layernorm.fused_lstm.lstm_sequence`
-of length 1: the two matmuls and one native kernel forward (all three layer norms inside it), one kernel and the
+dozen element-wise kernels forward, more backward. `step` runs the same step as `layernorm.fused_rnn.sequence` of
+length 1: the two matmuls and one native kernel forward (all three layer norms inside it), one kernel and the
 matmuls backward. Every other cell, and inputs the kernel does not take (other dtypes, several batch axes), run
 `cell(carry, x)` itself.
 """
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from layernorm import fused_lstm
+from layernorm import fused_lstm, fused_rnn
 
 IMPLEMENTATIONS = ('auto', 'call')
 
@@ -36,10 +36,9 @@ def step(cell: nnx.Module, carry, x: jax.Array, *, impl: str = 'auto'):
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f'step impl must be one of {IMPLEMENTATIONS}; got {impl!r}.')
   x = jnp.asarray(x)
-  fused = fused_lstm.plan(cell, x[None], carry) if impl == 'auto' and x.ndim == 2 else None
+  fused = fused_lstm.KIND.plan(cell, x[None], carry) if impl == 'auto' and x.ndim == 2 else None
   if fused is None:
     return cell(carry, x)
-  weights, ln, eps = fused
   lengths = jnp.ones(x.shape[:1], jnp.int32)  # One valid step for every row: no padding inside a single step.
-  new_carry, ys = fused_lstm.lstm_sequence(weights, x[None], *carry, lengths, ln, eps)
-  return tuple(new_carry), ys[0]
+  new_carry, ys = fused_rnn.run(fused_lstm.KIND, fused, x[None], carry, lengths)
+  return new_carry, ys[0]

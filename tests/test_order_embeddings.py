@@ -330,7 +330,8 @@ def test_one_training_step_matches_a_hand_computation(tmp_path):
 
   # The order-embedding code's update: each gradient tensor clipped to norm 2, then its Adam's first step, which is
   # lr * sqrt(0.999) / 0.9 * 0.1 / sqrt(0.001) = 3.5 lr times the sign of the gradient where |g| >> eps (bias-corrected
-  # Adam would take lr). Where |g| is within ~100 eps, float32 rounding of g moves that ratio: those are not compared.
+  # Adam would take lr). Where |g| is within ~1000 eps, float32 rounding of g moves that ratio: those are not compared
+  # (two float32 computations of these gradients, the hand scan and unroll's fused GRU, differ by up to ~4e-6).
   opt = config.optimizer
   trained = loop.load_model(str(tmp_path), task, which='latest')
   got = {
@@ -346,7 +347,7 @@ def test_one_training_step_matches_a_hand_computation(tmp_path):
       g = g * min(1.0, opt.grad_clip_norm / np.linalg.norm(g))
       m1, v1 = (1 - opt.b1) * g, (1 - opt.b2) * g**2
       want = np.asarray(p, np.float64) - opt.learning_rate * factor * m1 / (np.sqrt(v1) + opt.eps)
-      clear = np.abs(g) > 1e-6
+      clear = np.abs(g) > 1e-5
       assert clear.mean() > 0.5, key
       np.testing.assert_allclose(new[...][clear], want[clear], rtol=1e-4, atol=1e-6, err_msg=key)
 

@@ -51,7 +51,7 @@ def relative_error(tree, reference):
 def test_the_fused_step_is_the_cells_call_values_and_gradients(cell_type):
   cell = make_cell(cell_type)
   carry, x = (randn(1, (B, H)), randn(2, (B, H))), randn(3, (B, D), 2.0)
-  assert fused_lstm.plan(cell, x[None], carry) is not None  # This test is about the fused path.
+  assert fused_lstm.KIND.plan(cell, x[None], carry) is not None  # This test is about the fused path.
   (value, outputs), grads = value_and_grads(cell, carry, x, 'auto')
   (want_value, want_outputs), want_grads = value_and_grads(cell, carry, x, 'call')
   assert relative_error(outputs, want_outputs) < 2e-6

@@ -175,7 +175,7 @@ def test_gradients_equal_those_of_a_python_loop():
 def test_one_scan_with_two_matmuls_per_step(cell_type):
   cell = make_cell(cell_type)
   graphdef, state = nnx.split(cell)
-  # impl='scan': the generic path (LSTMCell and LNLSTMCell take layernorm.fused_lstm by default; see its tests).
+  # impl='scan': the generic path (the LSTMs and GRUs take layernorm.fused_rnn by default; see test_fused_*.py).
   unrolled = lambda s, xs: unroll(nnx.merge(graphdef, s), xs, impl='scan')
   jaxpr = str(jax.make_jaxpr(unrolled)(state, inputs(8, (B, 50, D))))
   assert jaxpr.count('scan[') == 1

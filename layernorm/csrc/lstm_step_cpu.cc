@@ -21,113 +21,17 @@
 // Parameters, packed in one vector of 22H (and their cotangents' sums likewise): bias, scale_x, bias_x, scale_h,
 // bias_h (4H each), scale_c, bias_c (H each). Without ln only bias is used (the others' sums are 0).
 //
-// Numerics: float32; LN statistics two-pass in float32 with double-precision row sums; exp by a Cephes-style
-// polynomial (within 2 ulp of expf), sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 1 - 2 / (exp(2x) + 1) (absolute error
-// about 1e-7 near 0, where XLA's tanh is exact to rounding). The step kernels run on the calling thread: splitting a
-// step's rows over XLA's thread pool (two threads here) measured no faster at B = 64, H = 128 (25-40 us a call).
+// Numerics: those of rnn_step_common.h (float32, exp-based sigmoid and tanh, LN statistics two-pass). The step
+// kernels run on the calling thread: splitting a step's rows over XLA's thread pool (two threads here) measured no
+// faster at B = 64, H = 128 (25-40 us a call).
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "rnn_step_common.h"
 
 namespace {
-
-using Vf __attribute__((vector_size(64))) = float;
-using Vi __attribute__((vector_size(64))) = int32_t;
-constexpr int64_t kW = 16;
-
-inline Vf LoadV(const float* p) {
-  Vf v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void StoreV(float* p, Vf v) { __builtin_memcpy(p, &v, sizeof(v)); }
-inline Vf Splat(float x) { return Vf{} + x; }
-
-// exp, the Cephes single-precision method: 2^n * P(r), r = x - n ln 2 in two parts.
-inline Vf Exp(Vf x) {
-  x = x < Splat(88.3762626647949f) ? x : Splat(88.3762626647949f);
-  x = x > Splat(-87.3365478515625f) ? x : Splat(-87.3365478515625f);
-  Vf fx = x * 1.44269504088896341f + 0.5f;
-  Vi n = __builtin_convertvector(fx, Vi);  // truncation; floor below
-  Vf nf = __builtin_convertvector(n, Vf);
-  const Vi over = nf > fx;  // -1 where truncation rounded up (negative fx)
-  n += over;
-  nf = __builtin_convertvector(n, Vf);
-  const Vf r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  Vf p = Splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const Vf y = p * r * r + r + 1.0f;
-  const Vi bits = (n + 127) << 23;
-  Vf scale;
-  __builtin_memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
-}
-inline Vf Sigmoid(Vf x) { return 1.0f / (1.0f + Exp(-x)); }
-inline Vf Tanh(Vf x) { return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f); }
-
-// The scalar forms, for the tail of a row whose width is not a multiple of 16: the same formulas, one lane.
-inline float Exp(float x) { return Exp(Splat(x))[0]; }
-inline float Sigmoid(float x) { return 1.0f / (1.0f + Exp(-x)); }
-inline float Tanh(float x) { return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f); }
-
-inline float HorizontalSum(Vf v) {
-  float total = 0.0f;
-  for (int k = 0; k < kW; ++k) total += v[k];
-  return total;
-}
-
-// Mean and 1 / sqrt(var + eps) of a row, two passes, sums in vector lanes finished in double.
-inline void RowStats(const float* v, int64_t n, double eps, float& mean, float& rstd) {
-  Vf s = {};
-  int64_t j = 0;
-  for (; j + kW <= n; j += kW) s += LoadV(v + j);
-  double total = HorizontalSum(s);
-  for (; j < n; ++j) total += v[j];
-  mean = static_cast<float>(total / n);
-  Vf q = {};
-  j = 0;
-  for (; j + kW <= n; j += kW) {
-    const Vf d = LoadV(v + j) - mean;
-    q += d * d;
-  }
-  double sq = HorizontalSum(q);
-  for (; j < n; ++j) sq += (v[j] - mean) * (v[j] - mean);
-  rstd = static_cast<float>(1.0 / std::sqrt(sq / n + eps));
-}
-
-// Applies f(j, width) to the columns [0, n) in vectors of 16 (width kW) and then one at a time (width 1); f picks its
-// vector or scalar path from the width, so each formula is written once.
-template <typename F>
-inline void Columns(int64_t n, F f) {
-  int64_t j = 0;
-  for (; j + kW <= n; j += kW) f(j, std::integral_constant<int, kW>{});
-  for (; j < n; ++j) f(j, std::integral_constant<int, 1>{});
-}
-
-template <int kWidth>
-using Lane = std::conditional_t<kWidth == 1, float, Vf>;
-
-template <int kWidth>
-inline Lane<kWidth> Ld(const float* p) {
-  if constexpr (kWidth == 1) return *p;
-  else return LoadV(p);
-}
-template <int kWidth>
-inline void St(float* p, Lane<kWidth> v) {
-  if constexpr (kWidth == 1) *p = v;
-  else StoreV(p, v);
-}
 
 // Offsets of the packed parameters (and of their cotangents' sums), in units of H.
 enum Offset : int64_t { kBias = 0, kScaleX = 4, kBiasX = 8, kScaleH = 12, kBiasH = 16, kScaleC = 20, kBiasC = 21 };
@@ -245,41 +149,6 @@ ffi::Error StepForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::
   return ffi::Error::Success();
 }
 
-// LN backward of one row: given g = dy * scale and xhat, writes dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-inline void LayerNormRowBackward(const float* g, const float* xhat, float rstd, int64_t n, float* out) {
-  Vf s = {}, q = {};
-  int64_t j = 0;
-  for (; j + kW <= n; j += kW) {
-    const Vf gv = LoadV(g + j);
-    s += gv;
-    q += gv * LoadV(xhat + j);
-  }
-  double sum_g = HorizontalSum(s), sum_gx = HorizontalSum(q);
-  for (; j < n; ++j) {
-    sum_g += g[j];
-    sum_gx += g[j] * xhat[j];
-  }
-  const float mean_g = static_cast<float>(sum_g / n), mean_gx = static_cast<float>(sum_gx / n);
-  Columns(n, [&](int64_t k, auto width) {
-    constexpr int w = decltype(width)::value;
-    St<w>(out + k, rstd * (Ld<w>(g + k) - mean_g - Ld<w>(xhat + k) * mean_gx));
-  });
-}
-
-// LN backward of one row whose output's cotangent is d (n values), scale s: adds d * xhat into the scale's sum, d into
-// the bias's, and writes the input's cotangent into out (g, n floats of scratch, holds d * s).
-inline void LayerNormRowBackwardWithParams(const float* d, const float* xhat, float rstd, const float* s, int64_t n,
-                                           float* sum_scale, float* sum_bias, float* g, float* out) {
-  Columns(n, [&](int64_t j, auto width) {
-    constexpr int w = decltype(width)::value;
-    const auto dv = Ld<w>(d + j);
-    St<w>(sum_scale + j, Ld<w>(sum_scale + j) + dv * Ld<w>(xhat + j));
-    if (sum_bias != nullptr) St<w>(sum_bias + j, Ld<w>(sum_bias + j) + dv);
-    St<w>(g + j, dv * Ld<w>(s + j));
-  });
-  LayerNormRowBackward(g, xhat, rstd, n, out);
-}
-
 ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::Buffer<ffi::F32> c_prev,
                         ffi::Buffer<ffi::F32> dc, ffi::Buffer<ffi::F32> dh, ffi::Buffer<ffi::F32> dy,
                         ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::S32> step, ffi::Buffer<ffi::F32> params,
@@ -293,15 +162,10 @@ ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi:
   const int32_t t = step.typed_data()[0];
   Row row(hidden);
   std::vector<float> g(h4);
-  // The parameters' sums in float for 64 rows at a time, then into double (as layer_norm_cpu.cc's backward).
-  std::vector<float> part(kParamRows * hidden, 0.0f);
-  std::vector<double> total(kParamRows * hidden, 0.0);
-  auto flush = [&] {
-    for (size_t j = 0; j < part.size(); ++j) total[j] += part[j], part[j] = 0.0f;
-  };
-  float* sum_bias = part.data() + kBias * hidden;
+  ParamSums sums(kParamRows * hidden);
+  float* sum_bias = sums.at(kBias * hidden);
   for (int64_t b = 0; b < batch; ++b) {
-    if (b > 0 && b % 64 == 0) flush();
+    sums.StartRow(b);
     const float* cp = c_prev.typed_data() + b * hidden;
     const float* dcr = dc.typed_data() + b * hidden;
     const float* dhr = dh.typed_data() + b * hidden;
@@ -332,7 +196,7 @@ ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi:
     });
     if (ln) {
       LayerNormRowBackwardWithParams(row.d_cn, row.chat, row.rstd_c, p + kScaleC * hidden, hidden,
-                                     part.data() + kScaleC * hidden, part.data() + kBiasC * hidden, g.data(),
+                                     sums.at(kScaleC * hidden), sums.at(kBiasC * hidden), g.data(),
                                      row.d_c);
     }
     // c = sf * c_prev + si * tg: d c_prev and the other gates' pre-activations.
@@ -352,17 +216,16 @@ ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi:
     });
     if (ln) {
       LayerNormRowBackwardWithParams(da, row.xhat, row.rstd_x, p + kScaleX * hidden, h4,
-                                     part.data() + kScaleX * hidden, nullptr, g.data(), dpx_r);
+                                     sums.at(kScaleX * hidden), nullptr, g.data(), dpx_r);
       LayerNormRowBackwardWithParams(da, row.ghat, row.rstd_h, p + kScaleH * hidden, h4,
-                                     part.data() + kScaleH * hidden, nullptr, g.data(), dgh_r);
+                                     sums.at(kScaleH * hidden), nullptr, g.data(), dgh_r);
     } else {
       std::copy(da, da + h4, dpx_r);
       std::copy(da, da + h4, dgh_r);
     }
   }
-  flush();
   float* out = dparams->typed_data();
-  for (size_t j = 0; j < total.size(); ++j) out[j] = static_cast<float>(total[j]);
+  sums.Write(out);
   if (ln) {  // The biases of LN_x and LN_h receive the same cotangent as the gate bias.
     std::copy(out + kBias * hidden, out + (kBias + 4) * hidden, out + kBiasX * hidden);
     std::copy(out + kBias * hidden, out + (kBias + 4) * hidden, out + kBiasH * hidden);
