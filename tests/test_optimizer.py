@@ -9,6 +9,7 @@ to clip) so that every clipping branch is taken.
 from __future__ import annotations
 
 import itertools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -133,3 +134,24 @@ def test_other_dtypes_take_the_optax_path():
   params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
   assert not fused_adam.native_applies(params)
   assert fused_adam.native_applies(PARAMS) == fused_adam._load()
+
+
+@pytest.mark.parametrize('clip', ['global_norm', 'per_tensor_norm'])
+def test_a_model_large_enough_for_the_thread_pool_gets_the_same_update(clip, monkeypatch):
+  """Above 2^18 elements the kernel splits the work over XLA's thread pool: the same update as optax, and the same
+  bits on every call (each piece's sums are added in a fixed order, whichever thread ran it)."""
+  big = {'kernel': jax.random.normal(jax.random.key(1), (700, 400)), 'small': jnp.ones(3)}
+  monkeypatch.setattr(sys.modules[__name__], 'PARAMS', big)
+  opt = opt_config(grad_clip=clip)
+  want_params, want_state, want_norms = run_optax(opt)
+  got_params, got_state, got_norms = run_fused(opt)
+  assert_close_trees(got_params, want_params)
+  assert_close_trees(got_state, want_state)
+  np.testing.assert_allclose(got_norms, want_norms, rtol=2e-6)
+  again_params, again_state, again_norms = run_fused(opt)
+  for a, b in zip(
+    jax.tree.leaves((got_params, got_state, got_norms)),
+    jax.tree.leaves((again_params, again_state, again_norms)),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(a, b)

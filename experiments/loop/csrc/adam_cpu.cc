@@ -20,8 +20,13 @@
 // |g_i| > v); 3 the attentive reader's (c = v / sqrt(|g|) when |g| > v^2). Norms are summed in double precision.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -97,7 +102,53 @@ void UpdateArray(const float* p, const float* g, const float* m, const float* v,
   flush();
 }
 
-ffi::Error AdamUpdate(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t clip) {
+// Work is cut into pieces of at most kPiece elements (a piece never spans two arrays); each piece's sums are kept
+// apart and added in piece order afterwards, so the result does not depend on which thread ran which piece.
+constexpr int64_t kPiece = 1 << 16;
+// Below this many elements in all, one thread: handing pieces to XLA's pool costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 18;
+
+struct Piece {
+  int64_t array, begin, end;
+};
+
+// Runs f(0), ..., f(n - 1) on the calling thread and XLA's intra-op pool; returns when all have run. A pool task
+// that starts after the work is gone finds nothing to do and touches nothing but `shared`, which it co-owns.
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, bool parallel, const std::function<void(int64_t)>& f) {
+  const int64_t helpers = parallel ? std::min<int64_t>(pool.num_threads(), n - 1) : 0;
+  if (helpers <= 0) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0}, done{0};
+    int64_t n = 0;
+    const std::function<void(int64_t)>* f = nullptr;
+    std::mutex mutex;
+    std::condition_variable all_done;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->n = n;
+  shared->f = &f;
+  auto work = [shared] {
+    int64_t finished = 0;
+    for (int64_t i = shared->next.fetch_add(1); i < shared->n; i = shared->next.fetch_add(1)) {
+      (*shared->f)(i);
+      ++finished;
+    }
+    if (finished > 0 && shared->done.fetch_add(finished) + finished == shared->n) {
+      std::lock_guard<std::mutex> lock(shared->mutex);
+      shared->all_done.notify_all();
+    }
+  };
+  for (int64_t k = 0; k < helpers; ++k) pool.Schedule(decltype(work)(work));  // Each task its own copy.
+  work();
+  std::unique_lock<std::mutex> lock(shared->mutex);
+  shared->all_done.wait(lock, [&] { return shared->done.load() == shared->n; });
+}
+
+ffi::Error AdamUpdate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+                      ffi::RemainingRets rets, int64_t clip) {
   const int64_t arrays = static_cast<int64_t>(args.size()) / 4;
   if (static_cast<int64_t>(args.size()) != 4 * arrays || static_cast<int64_t>(rets.size()) != 3 * arrays + 1) {
     return ffi::Error::InvalidArgument("adam_update: expected 4 arguments and 3 results per array, plus the norms");
@@ -130,32 +181,53 @@ ffi::Error AdamUpdate(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi:
   if (!norms_buffer.has_value()) return ffi::Error::InvalidArgument("adam_update: bad norms buffer");
   float* norms = static_cast<float*>((*norms_buffer)->untyped_data());
 
-  // Pass 1: the gradient norms (each array's and the global one), which clipping needs before any update.
-  std::vector<double> g_sq(arrays);
-  double g_total = 0.0;
+  std::vector<Piece> pieces;
+  int64_t total = 0;
   for (int64_t i = 0; i < arrays; ++i) {
-    g_sq[i] = SumOfSquares(in[4 * i + 1], size[i]);
-    g_total += g_sq[i];
+    for (int64_t begin = 0; begin < size[i]; begin += kPiece) {
+      pieces.push_back({i, begin, std::min(size[i], begin + kPiece)});
+    }
+    total += size[i];
   }
+  const int64_t n = static_cast<int64_t>(pieces.size());
+  const bool parallel = total >= kParallelMin;
+
+  // Pass 1: the gradient norms (each array's and the global one), which clipping needs before any update.
+  std::vector<double> piece_g(n);
+  ParallelFor(pool, n, parallel, [&](int64_t k) {
+    const Piece& piece = pieces[k];
+    piece_g[k] = SumOfSquares(in[4 * piece.array + 1] + piece.begin, piece.end - piece.begin);
+  });
+  std::vector<double> g_sq(arrays, 0.0);
+  double g_total = 0.0;
+  for (int64_t k = 0; k < n; ++k) g_sq[pieces[k].array] += piece_g[k];
+  for (int64_t i = 0; i < arrays; ++i) g_total += g_sq[i];
   const double g_norm = std::sqrt(g_total);
   float global_clip = 1.0f;
   if (clip == 1 && g_norm > value) global_clip = static_cast<float>(value / g_norm);
   if (clip == 3 && g_norm > static_cast<double>(value) * value) {
     global_clip = static_cast<float>(value / std::sqrt(std::max(g_norm, 1e-30)));
   }
-
-  // Pass 2: the update, array by array, in place.
-  double u_sq = 0.0, p_sq = 0.0;
+  std::vector<Hyper> hyper_of(arrays);
   for (int64_t i = 0; i < arrays; ++i) {
     float c = global_clip;
     if (clip == 2) {
       const double norm = std::sqrt(g_sq[i]);
       c = norm > value ? static_cast<float>(value / std::max(norm, 1e-30)) : 1.0f;
     }
-    const Hyper hyper_i{c, -lr, b1, b2, one_minus_b1, one_minus_b2, eps, a, b};
-    UpdateArray(in[4 * i], in[4 * i + 1], in[4 * i + 2], in[4 * i + 3], out[3 * i], out[3 * i + 1], out[3 * i + 2],
-                size[i], hyper_i, &u_sq, &p_sq);
+    hyper_of[i] = Hyper{c, -lr, b1, b2, one_minus_b1, one_minus_b2, eps, a, b};
   }
+
+  // Pass 2: the update, piece by piece, in place.
+  std::vector<double> piece_u(n, 0.0), piece_p(n, 0.0);
+  ParallelFor(pool, n, parallel, [&](int64_t k) {
+    const Piece& piece = pieces[k];
+    const int64_t i = piece.array, at = piece.begin;
+    UpdateArray(in[4 * i] + at, in[4 * i + 1] + at, in[4 * i + 2] + at, in[4 * i + 3] + at, out[3 * i] + at,
+                out[3 * i + 1] + at, out[3 * i + 2] + at, piece.end - at, hyper_of[i], &piece_u[k], &piece_p[k]);
+  });
+  double u_sq = 0.0, p_sq = 0.0;
+  for (int64_t k = 0; k < n; ++k) u_sq += piece_u[k], p_sq += piece_p[k];
   norms[0] = static_cast<float>(g_norm);
   norms[1] = static_cast<float>(std::sqrt(u_sq));
   norms[2] = static_cast<float>(std::sqrt(p_sq));
@@ -166,6 +238,7 @@ ffi::Error AdamUpdate(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi:
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AdamUpdateF32, AdamUpdate,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()        // XLA's intra-op pool, for large models
                                   .Arg<ffi::Buffer<ffi::F32>>()  // hyper f32[9]
                                   .RemainingArgs()               // (param, grad, mu, nu) per array
                                   .RemainingRets()               // (param', mu', nu') per array, then norms f32[3]
