@@ -1,0 +1,72 @@
+"""benchmarks.regression's judgement, without timing anything: which rows --check names, how the baseline is kept,
+and that every experiment and norm is in the table."""
+
+import json
+
+import pytest
+
+from benchmarks import regression
+
+
+def result(row, loop_over_ref, over_none):
+  return {'row': row, 'loop_over_ref': loop_over_ref, 'over_none': over_none}
+
+
+BASELINE = {
+  'mnist/norm=ln,batch_size=4': {'loop_over_ref': 0.8, 'over_none': 1.0},
+  'draw/norm=ln': {'loop_over_ref': 1.0, 'over_none': 1.05},
+}
+
+
+def test_check_names_each_ratio_more_than_15_percent_above_its_baseline():
+  problems = regression.regressions(
+    [
+      result('mnist/norm=ln,batch_size=4', 0.8 * 1.16, 1.0 * 1.14),  # loop/ref regressed, x none within 15%.
+      result('draw/norm=ln', 1.0 * 1.149, 1.05 * 1.2),  # x none regressed.
+      result('handwriting/norm=ln', 9.0, 9.0),  # Not in the baseline: not judged.
+    ],
+    BASELINE,
+  )
+  assert len(problems) == 2
+  assert problems[0].startswith('mnist/norm=ln,batch_size=4: loop_over_ref = 0.928') and 'baseline 0.800' in problems[0]
+  assert problems[1].startswith('draw/norm=ln: over_none = 1.260')
+
+
+def test_a_row_without_a_none_baseline_is_judged_on_loop_over_ref_only():
+  assert regression.regressions([result('draw/norm=ln', 1.0, None)], BASELINE) == []
+
+
+def test_write_baseline_keeps_the_rows_it_did_not_measure(tmp_path, capsys):
+  path = tmp_path / 'baseline.json'
+  path.write_text(json.dumps({'rows': BASELINE}))
+  env = {'date': 'd', 'cpu': 'c', 'cpus_usable': 2, 'loadavg_start': (0, 0, 0), 'loadavg_end': (0, 0, 0)}
+  regression.write_baseline(str(path), [result('draw/norm=ln', 1.01, 1.02)], env)
+  rows = json.loads(path.read_text())['rows']
+  assert rows['draw/norm=ln'] == {'loop_over_ref': 1.01, 'over_none': 1.02}
+  assert rows['mnist/norm=ln,batch_size=4'] == BASELINE['mnist/norm=ln,batch_size=4']
+
+
+def test_a_corrupt_or_missing_baseline_is_one_clear_error(tmp_path):
+  with pytest.raises(SystemExit, match=r'no baseline at .*run with --write-baseline first'):
+    regression.load_baseline(str(tmp_path / 'missing.json'))
+  bad = tmp_path / 'bad.json'
+  bad.write_text('{"rows": ')
+  with pytest.raises(SystemExit, match='is not a regression baseline'):
+    regression.load_baseline(str(bad))
+
+
+def test_rows_cover_every_experiment_and_norm_and_unknown_names_are_refused():
+  names = {r.name for r in regression.ROWS}
+  for experiment in ('mnist', 'draw', 'order_embeddings', 'attentive_reader', 'skip_thoughts', 'handwriting'):
+    assert any(n.startswith(f'{experiment}/norm=ln') for n in names)
+    assert any(n.startswith(f'{experiment}/norm=none') for n in names)
+  assert {'mnist/norm=bn,batch_size=4', 'mnist/norm=ln,batch_size=128', 'attentive_reader/norm=bn_everywhere'} <= names
+  assert set(regression.QUICK_ROWS) <= names
+  assert [r.name for r in regression.select_rows('draw', quick=False)] == ['draw/norm=none', 'draw/norm=ln']
+  with pytest.raises(SystemExit, match="no row 'mnsit'"):
+    regression.select_rows('mnsit', quick=False)
+
+
+def test_the_committed_baseline_has_every_row():
+  rows = regression.load_baseline(regression.BASELINE_PATH)
+  assert set(rows) == {r.name for r in regression.ROWS}
