@@ -82,6 +82,7 @@ def _rows() -> list[Row]:
 
 
 ROWS = _rows()
+ORDER = {row.name: i for i, row in enumerate(ROWS)}
 QUICK_ROWS = (
   'mnist/norm=none,batch_size=4',
   'mnist/norm=ln,batch_size=4',
@@ -91,10 +92,19 @@ QUICK_ROWS = (
 )
 
 
+class UsageError(SystemExit):
+  """A bad argument or baseline file: one `Error:` line on stderr and exit status 2 (1 means a ratio regressed)."""
+
+  def __init__(self, message: str):
+    print(f'Error: {message}', file=sys.stderr)
+    super().__init__(2)
+    self.message = message
+
+
 def select_rows(spec: str | None, quick: bool) -> list[Row]:
   """The rows named by `--rows` (experiment names or whole row names, comma-separated), the quick set, or all.
 
-  Raises SystemExit naming the choices when a name matches no row.
+  Raises UsageError naming the choices when a name matches no row.
   """
   if spec is None:
     return [r for r in ROWS if r.name in QUICK_ROWS] if quick else list(ROWS)
@@ -103,8 +113,8 @@ def select_rows(spec: str | None, quick: bool) -> list[Row]:
     matches = [r for r in ROWS if part in (r.experiment, r.name, r.group)]
     if not matches:
       experiments = sorted({r.experiment for r in ROWS})
-      raise SystemExit(
-        f'Error: --rows: no row {part!r}. Choose experiments ({", ".join(experiments)}) or rows like {ROWS[2].name!r}.'
+      raise UsageError(
+        f'--rows: no row {part!r}. Choose experiments ({", ".join(experiments)}) or rows like {ROWS[2].name!r}.'
       )
     chosen += [r for r in matches if r not in chosen]
   return chosen
@@ -235,15 +245,15 @@ def load_baseline(path: str) -> dict:
     with open(path) as f:
       return json.load(f)['rows']
   except FileNotFoundError:
-    raise SystemExit(f'Error: no baseline at {path}: run with --write-baseline first.') from None
+    raise UsageError(f'no baseline at {path}: run with --write-baseline first.') from None
   except (json.JSONDecodeError, KeyError, TypeError) as e:
-    raise SystemExit(f'Error: {path} is not a regression baseline ({e}); rewrite it with --write-baseline.') from None
+    raise UsageError(f'{path} is not a regression baseline ({e}); rewrite it with --write-baseline.') from None
 
 
 def write_baseline(path: str, results: Sequence[dict], env: dict) -> None:
   try:
     rows = load_baseline(path)
-  except SystemExit:
+  except UsageError:
     rows = {}
   for r in results:
     rows[r['row']] = {ratio: None if r[ratio] is None else round(r[ratio], 4) for ratio in RATIOS}

@@ -2,6 +2,7 @@
 and that every experiment and norm is in the table."""
 
 import json
+import re
 
 import pytest
 
@@ -46,16 +47,19 @@ def test_write_baseline_keeps_the_rows_it_did_not_measure(tmp_path, capsys):
   assert rows['mnist/norm=ln,batch_size=4'] == BASELINE['mnist/norm=ln,batch_size=4']
 
 
-def test_a_corrupt_or_missing_baseline_is_one_clear_error(tmp_path):
-  with pytest.raises(SystemExit, match=r'no baseline at .*run with --write-baseline first'):
+def test_a_corrupt_or_missing_baseline_is_one_clear_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as missing:
     regression.load_baseline(str(tmp_path / 'missing.json'))
+  assert missing.value.code == 2
+  assert re.fullmatch(r'Error: no baseline at .*run with --write-baseline first\.\n', capsys.readouterr().err)
   bad = tmp_path / 'bad.json'
   bad.write_text('{"rows": ')
-  with pytest.raises(SystemExit, match='is not a regression baseline'):
+  with pytest.raises(SystemExit) as corrupt:
     regression.load_baseline(str(bad))
+  assert corrupt.value.code == 2 and 'is not a regression baseline' in capsys.readouterr().err
 
 
-def test_rows_cover_every_experiment_and_norm_and_unknown_names_are_refused():
+def test_rows_cover_every_experiment_and_norm_and_unknown_names_are_refused(capsys):
   names = {r.name for r in regression.ROWS}
   for experiment in ('mnist', 'draw', 'order_embeddings', 'attentive_reader', 'skip_thoughts', 'handwriting'):
     assert any(n.startswith(f'{experiment}/norm=ln') for n in names)
@@ -63,8 +67,9 @@ def test_rows_cover_every_experiment_and_norm_and_unknown_names_are_refused():
   assert {'mnist/norm=bn,batch_size=4', 'mnist/norm=ln,batch_size=128', 'attentive_reader/norm=bn_everywhere'} <= names
   assert set(regression.QUICK_ROWS) <= names
   assert [r.name for r in regression.select_rows('draw', quick=False)] == ['draw/norm=none', 'draw/norm=ln']
-  with pytest.raises(SystemExit, match="no row 'mnsit'"):
+  with pytest.raises(SystemExit) as unknown:
     regression.select_rows('mnsit', quick=False)
+  assert unknown.value.code == 2 and "Error: --rows: no row 'mnsit'" in capsys.readouterr().err
 
 
 def test_the_committed_baseline_has_every_row():
