@@ -15,7 +15,7 @@ The default (no variant) is the CPU scale: 64-unit LSTMs, K = 10, M = 20, sequen
 characters, batch 8, 3,000 updates on 2,000 rendered Hershey lines.
 
 Commands:
-  apt-get install hershey-fonts-data      # the stroke fonts of source=hershey, in /usr/share/hershey-fonts
+  python -m scripts.get_data hershey      # the stroke fonts of source=hershey (or Debian's hershey-fonts-data)
   python -m experiments.handwriting --config configs/handwriting.py:smoke --workdir runs/hw_smoke
   python -m experiments.handwriting --config configs/handwriting.py:norm=none --workdir runs/fig5/norm=none
   python -m experiments.handwriting --config configs/handwriting.py:norm=ln --workdir runs/fig5/norm=ln

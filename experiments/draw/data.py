@@ -25,7 +25,9 @@ SOURCES = ('amat', 'tfds', 'idx', 'digits')
 AMAT_FILES = {s: f'binarized_mnist_{s}.amat' for s in ('train', 'valid', 'test')}
 AMAT_URL = 'http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/'
 AMAT_HINT = (
-  f'Download the three files from {AMAT_URL} on a machine with internet and copy them into data_dir; offline '
+  '`python -m scripts.get_data binarized_mnist` writes the three files (or, where that host is unreachable, a fixed '
+  "binarization of real MNIST in their layout) to the `real` variant's directory; or download them from "
+  f'{AMAT_URL} and copy them into data_dir; other '
   'alternatives: source=idx with data_dir=/usr/share/datasets/fashion-mnist (`apt-get install dataset-fashion-mnist`), '
   'or source=digits.'
 )

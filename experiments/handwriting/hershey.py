@@ -17,10 +17,12 @@ import os
 
 import numpy as np
 
-FONT_DIR = '/usr/share/hershey-fonts'
+from experiments.data import DataError, home
+
+FONT_DIR = '/usr/share/hershey-fonts'  # Debian's hershey-fonts-data, where installed.
 FONT_HINT = (
-  "The Hershey stroke fonts come from Debian's hershey-fonts-data package: `apt-get install hershey-fonts-data` "
-  f'(installs {FONT_DIR}/*.jhf), or set config.data.dir to a directory of .jhf files.'
+  'Fetch the Hershey stroke fonts with `python -m scripts.get_data hershey` (no root needed; they land in '
+  f'{home("hershey")}), or set config.data.dir to a directory of .jhf files.'
 )
 FIRST_CHAR = 32  # A .jhf file of an ASCII face starts at ' '.
 
@@ -31,7 +33,7 @@ def parse_jhf(path: str) -> dict[str, Glyph]:
   """Reads a `.jhf` font into {character: (strokes, left, right)}; y points up (the file's y negated).
 
   Raises:
-    ValueError: a record that is cut short or has a non-numeric header; names the file and the record.
+    DataError: a record that is cut short or has a non-numeric header; names the file and the record.
   """
   with open(path, encoding='latin-1') as f:
     lines = [line.rstrip('\r\n') for line in f]
@@ -44,13 +46,13 @@ def parse_jhf(path: str) -> dict[str, Glyph]:
     try:
       count = int(record[5:8])
     except ValueError:
-      raise ValueError(f'{path}, record {index + 1}: no vertex count in columns 6-8 ({record[:8]!r}).') from None
+      raise DataError(f'{path}, record {index + 1}: no vertex count in columns 6-8 ({record[:8]!r}).') from None
     while len(record) < 8 + 2 * count and i < len(lines):  # A record wrapped onto the next lines.
       record += lines[i]
       i += 1
     body = record[8 : 8 + 2 * count]
     if len(body) != 2 * count or count < 1:
-      raise ValueError(f'{path}, record {index + 1}: {count} vertices announced, {len(body) // 2} found. {FONT_HINT}')
+      raise DataError(f'{path}, record {index + 1}: {count} vertices announced, {len(body) // 2} found. {FONT_HINT}')
     values = [ord(c) - ord('R') for c in body]
     left, right = values[0], values[1]
     strokes, current = [], []
@@ -66,19 +68,25 @@ def parse_jhf(path: str) -> dict[str, Glyph]:
     glyphs[chr(FIRST_CHAR + index)] = (strokes, float(left), float(right))
     index += 1
   if not glyphs:
-    raise ValueError(f'{path}: no glyphs. {FONT_HINT}')
+    raise DataError(f'{path}: no glyphs. {FONT_HINT}')
   return glyphs
 
 
+def default_font_dir() -> str:
+  """Where fonts are read without config.data.dir: `get_data hershey`'s directory, else Debian's if it has them."""
+  fetched = home('hershey')
+  return FONT_DIR if not os.path.isdir(fetched) and os.path.isdir(FONT_DIR) else fetched
+
+
 def font_path(name: str, font_dir: str | None) -> str:
-  return os.path.join(font_dir or FONT_DIR, f'{name}.jhf')
+  return os.path.join(font_dir or default_font_dir(), f'{name}.jhf')
 
 
 def check_fonts(names: tuple[str, ...], font_dir: str | None) -> None:
   """Raises ValueError, naming the fix, unless every font file exists."""
   missing = [font_path(n, font_dir) for n in names if not os.path.isfile(font_path(n, font_dir))]
   if missing:
-    raise ValueError(f'missing Hershey font file(s): {", ".join(missing)}. {FONT_HINT}')
+    raise DataError(f'missing Hershey font file(s): {", ".join(missing)}. {FONT_HINT}')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,11 +45,20 @@ def text_files(directory: str) -> list[str]:
   return sorted(glob.glob(os.path.join(directory, '*.txt')))
 
 
+NOT_TEXT = 0.1  # A line with more than this fraction of NUL bytes or undecodable characters is not text.
+
+
 def _lines(paths: list[str]):
   for path in paths:
     try:
       with open(path, encoding='utf-8', errors='replace') as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
+          if (line.count('\0') + line.count('\ufffd')) > NOT_TEXT * len(line):
+            raise DataError(
+              f'{path}, line {number}: not UTF-8 text ({line.count(chr(0))} NUL bytes, {line.count(chr(0xFFFD))} '
+              'undecodable). Fix: tokenized sentences, one per line (`python -m scripts.get_data text` writes a '
+              'checked corpus), or move the file out of the corpus directory.'
+            )
           words = line.split()
           if words:
             yield words

@@ -2,8 +2,9 @@
 
   python -m experiments.skip_thoughts.evaluate --workdir W [--eval_dir D] [--checkpoint best|latest|STEP]
 
-Without --eval_dir, the run's own config.eval.dir, else the procedural sets of its config (regenerated: they are a
-function of config.data.seed). The cross-validation settings are the run's (config.eval).
+Without --eval_dir, the data the run was scored on: config.eval.dir's real files where it had them, the procedural sets
+of its config elsewhere (regenerated: they are a function of config.data.seed). The cross-validation settings are the
+run's (config.eval).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 from experiments import console
@@ -20,7 +20,7 @@ console.quiet()  # Before jax is imported.
 
 from experiments import cli_errors, loop  # noqa: E402
 from experiments.data import DataError  # noqa: E402
-from experiments.skip_thoughts import downstream, procedural, task  # noqa: E402
+from experiments.skip_thoughts import downstream, task  # noqa: E402
 
 COLUMNS = ('sick/pearson', 'sick/spearman', 'sick/mse', 'mr/accuracy', 'cr/accuracy', 'subj/accuracy', 'mpqa/accuracy')
 HEADER = ('SICK r', 'SICK rho', 'SICK MSE', 'MR', 'CR', 'SUBJ', 'MPQA')
@@ -40,13 +40,10 @@ def evaluate_workdir(workdir: str, eval_dir: str | None = None, checkpoint: str 
   which: str | int = int(checkpoint) if checkpoint.isdigit() else checkpoint
   config = loop.read_config(workdir)
   model, vocab = task.load_trained_model(workdir, which)
-  if eval_dir is None and config.eval.dir:
-    eval_dir = config.eval.dir
-  with tempfile.TemporaryDirectory() as tmp:
-    if eval_dir is None:
-      eval_dir = procedural.write_eval_dir(tmp, config.data.seed, config.eval.per_class, tuple(config.eval.sick_sizes))
-    encode = task.sentence_encoder(model, vocab, pad_multiple=config.data.pad_multiple)
-    return downstream.evaluate_all(encode, eval_dir, tuple(config.eval.tasks), **task.cv_options(config.eval))
+  if eval_dir is None:
+    eval_dir = task.eval_directory(config)  # The run's own: real files where it had them, procedural sets elsewhere.
+  encode = task.sentence_encoder(model, vocab, pad_multiple=config.data.pad_multiple)
+  return downstream.evaluate_all(encode, eval_dir, tuple(config.eval.tasks), **task.cv_options(config.eval))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import loop
+from experiments.data import DataError
 from experiments.data import text as text_lib
 from experiments.skip_thoughts import data as data_lib
 from experiments.skip_thoughts import downstream, procedural
@@ -135,16 +136,43 @@ def load_corpus(config: ml_collections.ConfigDict):
   return tokens, offsets, vocab, train, valid
 
 
+def _expand(path: str) -> str:
+  return os.path.expanduser(os.path.expandvars(path))
+
+
+def downstream_sources(eval_config: ml_collections.ConfigDict) -> dict[str, str]:
+  """{task: 'real' | 'procedural'}: which data each downstream task is scored on.
+
+  Without config.eval.dir every task is procedural. With it, a task whose standard files are all there is real; a
+  task whose files are not is procedural when config.eval.missing is 'procedural' (the `real` variant: MR and CR are
+  real here, SICK, SUBJ and MPQA are not), else it stays 'real' and the missing files are an error.
+  """
+  if not eval_config.dir:
+    return {task: 'procedural' for task in eval_config.tasks}
+  directory = _expand(eval_config.dir)
+  fill = eval_config.get('missing', 'error') == 'procedural'
+  return {
+    task: 'procedural' if fill and not downstream.has_files(directory, task) else 'real' for task in eval_config.tasks
+  }
+
+
 def eval_directory(config: ml_collections.ConfigDict) -> str:
-  """config.eval.dir, or the procedural downstream sets (a function of config.data.seed) written to a temp dir.
+  """A directory holding every task's files: config.eval.dir's where real, procedural sets (a function of
+  config.data.seed) elsewhere; config.eval.dir itself when every task is real.
 
   Not into the workdir: the task is built before the loop claims the workdir, and a wrong command must leave it be.
   """
-  if config.eval.dir:
-    return os.path.expanduser(os.path.expandvars(config.eval.dir))
+  sources = downstream_sources(config.eval)
+  if config.eval.dir and all(s == 'real' for s in sources.values()):
+    return _expand(config.eval.dir)
   directory = tempfile.mkdtemp(prefix='skip_thoughts_eval_')
   atexit.register(shutil.rmtree, directory, True)
-  return procedural.write_eval_dir(directory, config.data.seed, config.eval.per_class, tuple(config.eval.sick_sizes))
+  procedural.write_eval_dir(directory, config.data.seed, config.eval.per_class, tuple(config.eval.sick_sizes))
+  for task in (t for t, source in sources.items() if source == 'real'):
+    for name in downstream.task_files(task):  # The real files replace the procedural ones of the same name.
+      os.replace(os.path.join(directory, name), os.path.join(directory, name + '.procedural'))
+      os.symlink(os.path.join(_expand(config.eval.dir), name), os.path.join(directory, name))
+  return directory
 
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
@@ -164,7 +192,7 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
     train_data=make(train),
     eval_data={'valid': make(valid)},
     evaluators=evaluators,
-    metadata={'vocab': vocab},
+    metadata={'vocab': vocab, 'downstream_sources': downstream_sources(config.eval) if config.eval.tasks else {}},
   )
 
 
@@ -176,8 +204,18 @@ def _check_eval(config: ml_collections.ConfigDict, problems: list[str]) -> None:
   unknown = [t for t in ev.tasks if t not in downstream.TASKS]
   if unknown:
     problems.append(f'config.eval.tasks has unknown {unknown}; use a subset of {",".join(downstream.TASKS)}.')
-  if ev.dir and not os.path.isdir(os.path.expanduser(os.path.expandvars(ev.dir))):
+  if ev.dir and not os.path.isdir(_expand(ev.dir)):
     problems.append(f'config.eval.dir={ev.dir!r} is not a directory. Fix: the directory of the downstream files.')
+  elif ev.get('missing', 'error') not in ('error', 'procedural'):
+    problems.append(f"config.eval.missing={ev.missing!r}: use 'error' or 'procedural'.")
+  elif not unknown:
+    # The real downstream files are read now, before any training: a bad file must not stop a run hours in.
+    for task, source in downstream_sources(ev).items():
+      if source == 'real':
+        try:
+          downstream.check_task(_expand(ev.dir), task)
+        except DataError as e:
+          problems.append(str(e))
   if ev.inner_folds < 2 or ev.folds < 2:
     problems.append('config.eval.folds and inner_folds must be >= 2. Fix: e.g. --config.eval.inner_folds=10')
   if not isinstance(data.max_len, int) or data.max_len < 2 or data.vocab_size < 3:
