@@ -6,7 +6,7 @@ does: each point becomes its offset from the previous one (the first point's off
 mean 0 and standard deviation 1 per coordinate with statistics of the training set only, and the text becomes indices
 into a 57-symbol alphabet.
 
-  source=hershey (default)  lines of random English words rendered from Debian's Hershey stroke fonts by 80 writers
+  source=hershey (default)  lines of random English words rendered from the Hershey stroke fonts by 80 writers
                             (slant, size, spacing, jitter, speed, joins, baseline drift); valid and test lines come
                             from other writers than the training lines. Deterministic in `config.data.seed`.
   source=iam                the IAM On-Line Handwriting Database under config.data.dir (experiments/handwriting/iam.py).
