@@ -8,11 +8,16 @@ unit i's incoming weight vector w_i):
     batch norm:  mu_i, sigma_i = mean and std of a_i over the N cases of the batch (one pair per unit)
     weight norm: mu_i = 0, sigma_i = ||w_i||
     layer norm:  mu, sigma = mean and std of a over the H units (one pair per case)
+    RMS norm:    mu = 0, sigma = sqrt(mean of a^2 over the H units) (one per case; Zhang & Sennrich 2019)
 
 Each transformation of Table 1 is applied to (W, x) and the outputs are compared before and after. We compare the
 argument of f: if it is unchanged so is h for any f, and for a strictly monotone f a changed argument is a changed h.
 Everything is computed with the library's own `BatchNorm` (training mode: statistics of the transformed batch),
-`WeightNormLinear` and `layer_norm`, with random gains g and biases b, since the invariances hold for any of them.
+`WeightNormLinear`, `layer_norm` and `rms_norm`, with random gains g and biases b, since the invariances hold for
+any of them.
+
+RMS norm is not in the paper: its row is measured beside the row its own paper's analysis predicts (Zhang & Sennrich
+2019, Table 1), not beside Ba et al.'s, and the 18 cells of the paper's table are counted apart from its 6.
 
 Why each "No" is a no (and what the measurement must get right to see it):
   - Weight matrix re-centering, W' = W + 1 gamma^T, adds gamma to every row w_i, so a_i moves by gamma^T x_n: the
@@ -26,13 +31,17 @@ Why each "No" is a no (and what the measurement must get right to see it):
     per-unit constant w_i^T gamma, which batch norm removes with mu_i and layer norm (one mu per case) cannot.
   - Single training case re-scaling moves the batch statistics (batch norm: every case's output changes) and
     scales that case's a (weight norm); layer norm's per-case statistics absorb it.
+  - RMS norm keeps layer norm's per-case sigma and drops its mu, so it keeps every scale invariance of layer norm
+    (weight matrix, dataset, single case) and loses the one that rests on mu: weight matrix re-centering's per-case
+    shift gamma^T x_n is no longer removed. Weight vector re-scaling and dataset re-centering stay variant for the
+    reasons layer norm's do.
 All scalings use delta > 0: a negative factor flips the sign of the normalized output.
 
 The paper's formulas have no epsilon; the library adds `eps` to the variance, which breaks the exact scale
-invariances by about eps / (2 sigma^2). We measure with eps = 1e-9, while every sigma^2 here is above 1e-3 (a is
-about unit-variance and the scalings stay within [1/4, 4]), so the eps error stays below 1e-6 relative, at the
-level of float32 rounding. With the library default 1e-5 the same error reaches about 1e-3 for some draws, too close
-to the tolerance for a clean verdict.
+invariances by about eps / (2 sigma^2) (RMS norm: eps / (2 mean(a^2)), no larger since mean(a^2) >= sigma^2). We
+measure with eps = 1e-9, while every sigma^2 here is above 1e-3 (a is about unit-variance and the scalings stay within
+[1/4, 4]), so the eps error stays below 1e-6 relative, at the level of float32 rounding. With the library default
+1e-5 the same error reaches about 1e-3 for some draws, too close to the tolerance for a clean verdict.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ import numpy as np
 from flax import nnx
 
 from layernorm.normalization import BatchNorm
-from layernorm.ops import layer_norm
+from layernorm.ops import layer_norm, rms_norm
 from layernorm.weight_norm import WeightNormLinear
 
 INVARIANT = 'Invariant'
@@ -62,8 +71,16 @@ CHANGED_MIN = 1e-2
 
 MEASURE_EPS = 1e-9
 
+# The paper's three rows, then the rows measured beyond it (each beside its own paper's prediction, not Ba et al.'s).
 METHODS = ('batch_norm', 'weight_norm', 'layer_norm')
-METHOD_TITLES = {'batch_norm': 'Batch norm', 'weight_norm': 'Weight norm', 'layer_norm': 'Layer norm'}
+EXTENSION_METHODS = ('rms_norm',)
+ALL_METHODS = METHODS + EXTENSION_METHODS
+METHOD_TITLES = {
+  'batch_norm': 'Batch norm',
+  'weight_norm': 'Weight norm',
+  'layer_norm': 'Layer norm',
+  'rms_norm': 'RMS norm',
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,13 +202,23 @@ PAPER_TABLE_1 = {
 }
 
 
+# The rows beyond the paper, as their own papers predict them. RMS norm: Table 1 of Zhang & Sennrich (2019),
+# "Root Mean Square Layer Normalization": invariant to weight matrix, dataset and single case re-scaling, not to
+# re-centering the weight matrix or the dataset, nor to re-scaling one weight vector.
+PREDICTED_TABLE_1 = {
+  'rms_norm': (INVARIANT, NOT_INVARIANT, NOT_INVARIANT, INVARIANT, NOT_INVARIANT, INVARIANT),
+}
+PREDICTION_SOURCES = {'rms_norm': 'Zhang & Sennrich (2019), Table 1'}
+
+
 def paper_verdict(method: str, transformation: str) -> str:
-  """The paper's Table 1 entry: 'Invariant' or 'No'."""
+  """The expected entry, 'Invariant' or 'No': the paper's Table 1, or for a row beyond it, its own paper's."""
   names = [t.name for t in TRANSFORMATIONS]
-  return PAPER_TABLE_1[method][names.index(transformation)]
+  row = PAPER_TABLE_1[method] if method in PAPER_TABLE_1 else PREDICTED_TABLE_1[method]
+  return row[names.index(transformation)]
 
 
-# --- The three normalized layers ------------------------------------------------------------------------------------
+# --- The four normalized layers -------------------------------------------------------------------------------------
 
 
 @functools.partial(jax.jit, static_argnames=('method', 'eps'))
@@ -201,6 +228,8 @@ def _normalized_layer(method: str, W_HxD: jax.Array, x_NxD: jax.Array, gain_H, b
   h, d = W_HxD.shape
   if method == 'layer_norm':
     return layer_norm(x_NxD @ W_HxD.T, gain_H, bias_H, eps=eps)
+  if method == 'rms_norm':  # The RMSNorm paper's eq. 4 keeps the bias b; the library's op has only the gain.
+    return rms_norm(x_NxD @ W_HxD.T, gain_H, eps=eps) + bias_H
   if method == 'batch_norm':
     bn = BatchNorm(h, eps=eps)
     bn.scale[...] = gain_H
@@ -219,15 +248,16 @@ def normalized_layer(
   """g / sigma * (a - mu) + b for a = W x and the method's mu and sigma; returns an (N, H) array.
 
   Args:
-    method: 'batch_norm' (training mode, statistics of this batch), 'weight_norm' or 'layer_norm'.
+    method: 'batch_norm' (training mode, statistics of this batch), 'weight_norm', 'layer_norm' or 'rms_norm'
+      (mu = 0, sigma the root mean square of a).
     W_HxD: the weights, one row per unit.
     x_NxD: the batch.
     gain_H: the gain g.
     bias_H: the bias b.
-    eps: added to the variance by batch and layer norm.
+    eps: added to the variance by batch and layer norm, to the mean square by RMS norm.
   """
-  if method not in METHODS:
-    raise ValueError(f'unknown normalization method {method!r}; expected one of {METHODS}.')
+  if method not in ALL_METHODS:
+    raise ValueError(f'unknown normalization method {method!r}; expected one of {ALL_METHODS}.')
   args = (jnp.asarray(a, jnp.float32) for a in (W_HxD, x_NxD, gain_H, bias_H))
   return np.asarray(_normalized_layer(method, *args, eps=float(eps)))
 
@@ -249,7 +279,10 @@ def measure(method: str, transformation: Transformation, layer: Layer, *, eps: f
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-  """One measured cell of Table 1: the relative changes over all random layers, and the verdict they give."""
+  """One measured cell of Table 1: the relative changes over all random layers, and the verdict they give.
+
+  `paper` is the expected verdict: the paper's, or for a row beyond it (`EXTENSION_METHODS`) its own paper's.
+  """
 
   method: str
   transformation: Transformation
@@ -272,11 +305,16 @@ class Cell:
     return self.verdict == self.paper
 
 
-def measure_table(seeds: Sequence[int] = range(5), *, eps: float = MEASURE_EPS) -> list[Cell]:
-  """All 18 cells of Table 1, each measured on one random layer per seed (the same layers for every cell)."""
+def measure_table(
+  seeds: Sequence[int] = range(5), *, eps: float = MEASURE_EPS, methods: Sequence[str] = METHODS
+) -> list[Cell]:
+  """Table 1's cells, each measured on one random layer per seed (the same layers for every cell).
+
+  The default `methods` give the paper's 18 cells; `ALL_METHODS` adds the 6 of the RMS norm row.
+  """
   layers = [random_layer(s) for s in seeds]
   return [
     Cell(method, t, tuple(measure(method, t, layer, eps=eps) for layer in layers))
-    for method in METHODS
+    for method in methods
     for t in TRANSFORMATIONS
   ]

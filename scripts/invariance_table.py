@@ -4,7 +4,9 @@
     python -m scripts.invariance_table --markdown   # the same as a Markdown table, for the README
 
 Each cell applies one of the paper's six transformations to a single normalized layer and reports the largest
-relative change of any training case's output over several random layers (see `layernorm.invariance`).
+relative change of any training case's output over several random layers (see `layernorm.invariance`). Below the
+paper's three rows, an RMS norm row (not in the paper) is measured the same way beside the row its own paper predicts
+(Zhang & Sennrich 2019); its 6 cells are counted apart from the paper's 18.
 """
 
 from __future__ import annotations
@@ -41,6 +43,25 @@ def _sizes() -> str:
   return f'N = {n} cases, D = {d} inputs, H = {h} units'
 
 
+def _expected_label(method: str) -> str:
+  """Where a row's expected verdicts come from: the paper, or for a row beyond it, its own paper's prediction."""
+  return 'paper' if method in inv.METHODS else 'predicted'
+
+
+def _agreement(cells: list[inv.Cell]) -> str:
+  """How many cells agree, the paper's 18 first (scripts.reproduce reads its verdict from 'N of 18 cells agree')."""
+  paper = [c for c in cells if c.method in inv.METHODS]
+  text = f"{sum(c.agrees for c in paper)} of {len(paper)} cells agree with the paper's Table 1."
+  for method in inv.EXTENSION_METHODS:
+    row = [c for c in cells if c.method == method]
+    if row:
+      text += (
+        f' Not in the paper, the {inv.METHOD_TITLES[method]} row: {sum(c.agrees for c in row)} of its {len(row)} '
+        f'agree with {inv.PREDICTION_SOURCES[method]}.'
+      )
+  return text
+
+
 def _split_title(title: str) -> tuple[str, str]:
   """Two header lines of at most COLUMN - 2 characters, broken at the last space that fits."""
   cut = title.rfind(' ', 0, COLUMN - 1)
@@ -52,16 +73,20 @@ def text_table(cells: list[inv.Cell], num_layers: int, eps: float) -> str:
   tops, bottoms = zip(*(_split_title(t.title) for t in inv.TRANSFORMATIONS), strict=True)
   lines = [
     'Table 1 of "Layer Normalization" (Ba, Kiros & Hinton 2016), measured: invariances of one normalized layer',
-    "  h = f(g/σ (a − μ) + b),  a = W x,  computed with the library's BatchNorm, WeightNormLinear and layer_norm",
+    "  h = f(g/σ (a − μ) + b),  a = W x,  computed with the library's BatchNorm, WeightNormLinear and layer_norm;",
+    "  RMS norm (not in the paper: μ = 0, σ = root mean square of a, rms_norm) beside its paper's prediction",
+    '  (Zhang & Sennrich 2019, Table 1)',
     '',
     ' ' * ROW_LABEL + ''.join(s.ljust(COLUMN) for s in tops).rstrip(),
     ' ' * ROW_LABEL + ''.join(s.ljust(COLUMN) for s in bottoms).rstrip(),
     '-' * (ROW_LABEL + COLUMN * len(inv.TRANSFORMATIONS)),
   ]
-  for method in inv.METHODS:
+  methods = [m for m in inv.ALL_METHODS if (m, inv.TRANSFORMATIONS[0].name) in by_key]
+  for method in methods:
     row = [by_key[method, t.name] for t in inv.TRANSFORMATIONS]
     title = inv.METHOD_TITLES[method]
-    lines.append(f'{title:<11} {"paper":>9}' + ' ' + ''.join(c.paper.ljust(COLUMN) for c in row).rstrip())
+    expected = _expected_label(method)
+    lines.append(f'{title:<11} {expected:>9}' + ' ' + ''.join(c.paper.ljust(COLUMN) for c in row).rstrip())
     lines.append(f'{"":<11} {"measured":>9}' + ' ' + ''.join(_verdict_text(c).ljust(COLUMN) for c in row).rstrip())
     lines.append(f'{"":<11} {"change":>9}' + ' ' + ''.join(_change_text(c).ljust(COLUMN) for c in row).rstrip())
     lines.append('')
@@ -84,19 +109,19 @@ def markdown_table(cells: list[inv.Cell], num_layers: int, eps: float) -> str:
     '| | ' + ' | '.join(t.title for t in inv.TRANSFORMATIONS) + ' |',
     '|---' * (len(inv.TRANSFORMATIONS) + 1) + '|',
   ]
-  for method in inv.METHODS:
+  methods = [m for m in inv.ALL_METHODS if (m, inv.TRANSFORMATIONS[0].name) in by_key]
+  for method in methods:
     entries = []
     for t in inv.TRANSFORMATIONS:
       c = by_key[method, t.name]
       entry = f'{c.verdict} ({_change_text(c)})'
-      entries.append(entry if c.agrees else f'**{entry}** {MARK} paper: {c.paper}')
+      entries.append(entry if c.agrees else f'**{entry}** {MARK} {_expected_label(method)}: {c.paper}')
     lines.append(f'| {inv.METHOD_TITLES[method]} | ' + ' | '.join(entries) + ' |')
   lines += [
     '',
     f'Measured with `python -m scripts.invariance_table --markdown`: in brackets the largest relative change of any '
     f"training case's output over {num_layers} random layers ({_sizes()}, ε = {eps:g}); Invariant means "
-    f'every change < {inv.INVARIANT_TOL:g}, No every change > {inv.CHANGED_MIN:g}. '
-    f"{sum(c.agrees for c in cells)} of {len(cells)} cells agree with the paper's Table 1.",
+    f'every change < {inv.INVARIANT_TOL:g}, No every change > {inv.CHANGED_MIN:g}. {_agreement(cells)}',
   ]
   return '\n'.join(lines)
 
@@ -116,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f'--layers must be at least 1; got {args.layers}.')
 
   start = time.perf_counter()
-  cells = inv.measure_table(range(args.layers), eps=args.eps)
+  cells = inv.measure_table(range(args.layers), eps=args.eps, methods=inv.ALL_METHODS)
   seconds = time.perf_counter() - start
   if args.markdown:
     print(markdown_table(cells, args.layers, args.eps))
@@ -126,21 +151,37 @@ def main(argv: Sequence[str] | None = None) -> int:
   disagreements = [c for c in cells if not c.agrees]
   if not args.markdown:
     print()
-    if disagreements:
-      print(f'{MARK} {len(disagreements)} of {len(cells)} cells disagree with the paper:')
-      for c in disagreements:
-        print(
-          f'  {inv.METHOD_TITLES[c.method]}, {c.transformation.title}: measured {c.verdict}, paper {c.paper}; '
-          f'changes {", ".join(f"{x:.2e}" for x in c.changes)}'
-        )
-      if any(c.verdict == inv.UNCLEAR for c in disagreements):
-        print(
-          f'  Unclear: some changes lie between {inv.INVARIANT_TOL:g} and {inv.CHANGED_MIN:g}. An ε that is not small '
-          'next to the variances\n  breaks the scale invariances by about ε/(2σ²); see layernorm/invariance.py.'
-        )
-    else:
-      print(f'All {len(cells)} cells agree with the paper ({seconds:.1f} s).')
+    _print_verdicts(cells, seconds)
   return 1 if disagreements else 0
+
+
+def _print_verdicts(cells: list[inv.Cell], seconds: float) -> None:
+  """One summary for the paper's cells and one per row beyond it, each judged against its own source."""
+  paper = [c for c in cells if c.method in inv.METHODS]
+  _print_group(paper, f'{len(paper)} cells', 'the paper', f' ({seconds:.1f} s)')
+  for method in inv.EXTENSION_METHODS:
+    row = [c for c in cells if c.method == method]
+    if row:
+      what = f'{len(row)} cells of the {inv.METHOD_TITLES[method]} row (not in the paper)'
+      _print_group(row, what, inv.PREDICTION_SOURCES[method], '')
+  if any(c.verdict == inv.UNCLEAR for c in cells):
+    print(
+      f'  Unclear: some changes lie between {inv.INVARIANT_TOL:g} and {inv.CHANGED_MIN:g}. An ε that is not small '
+      'next to the variances\n  breaks the scale invariances by about ε/(2σ²); see layernorm/invariance.py.'
+    )
+
+
+def _print_group(group: list[inv.Cell], what: str, source: str, suffix: str) -> None:
+  wrong = [c for c in group if not c.agrees]
+  if not wrong:
+    print(f'All {what} agree with {source}{suffix}.')
+    return
+  print(f'{MARK} {len(wrong)} of {what} disagree with {source}:')
+  for c in wrong:
+    print(
+      f'  {inv.METHOD_TITLES[c.method]}, {c.transformation.title}: measured {c.verdict}, '
+      f'{_expected_label(c.method)} {c.paper}; changes {", ".join(f"{x:.2e}" for x in c.changes)}'
+    )
 
 
 if __name__ == '__main__':

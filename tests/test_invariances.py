@@ -1,14 +1,17 @@
-"""Table 1 of the paper, cell by cell, measured on the library's BatchNorm, WeightNormLinear and layer_norm.
+"""Table 1 of the paper, cell by cell, measured on the library's BatchNorm, WeightNormLinear and layer_norm, and
+the RMS norm row beyond it, measured on `rms_norm`.
 
-The expected verdicts below are copied from the paper, not from the measuring code. The transformations and the
-three normalized layers are each checked against the paper's definitions before the 18 cells are.
+The expected verdicts below are copied from the papers, not from the measuring code. The transformations and the
+four normalized layers are each checked against their papers' definitions before the 18 + 6 cells are.
 """
+
+import re
 
 import numpy as np
 import pytest
 
 from layernorm import invariance as inv
-from scripts import invariance_table
+from scripts import invariance_table, reproduce
 
 # Table 1 of Ba, Kiros & Hinton (2016), as printed in the paper.
 PAPER = {
@@ -38,6 +41,18 @@ PAPER = {
   },
 }
 CELLS = [(m, t, v) for m, row in PAPER.items() for t, v in row.items()]
+
+# RMS norm's row, as Zhang & Sennrich (2019) predict it in their Table 1: RMS norm keeps layer norm's re-scaling
+# invariances and, without re-centering, loses its invariance to weight matrix re-centering.
+RMS_NORM_PREDICTED = {
+  'weight_matrix_rescaling': 'Invariant',
+  'weight_matrix_recentering': 'No',
+  'weight_vector_rescaling': 'No',
+  'dataset_rescaling': 'Invariant',
+  'dataset_recentering': 'No',
+  'single_case_rescaling': 'Invariant',
+}
+RMS_CELLS = [('rms_norm', t, v) for t, v in RMS_NORM_PREDICTED.items()]
 SEEDS = range(10)
 
 # Over these seeds invariant cells measure below 1e-6 (float32 rounding) and changed cells above 0.17 (see the
@@ -48,7 +63,7 @@ CHANGED_ABOVE = 0.1
 TRANSFORMATION = {t.name: t for t in inv.TRANSFORMATIONS}
 
 
-@pytest.mark.parametrize('method,transformation,paper', CELLS)
+@pytest.mark.parametrize('method,transformation,paper', CELLS + RMS_CELLS)
 def test_table_1_cell(method, transformation, paper):
   changes = [inv.measure(method, TRANSFORMATION[transformation], inv.random_layer(s)) for s in SEEDS]
   if paper == 'Invariant':
@@ -61,6 +76,12 @@ def test_library_copy_of_the_paper_table_is_the_paper_table():
   for method, row in PAPER.items():
     for transformation, verdict in row.items():
       assert inv.paper_verdict(method, transformation) == verdict
+
+
+def test_library_copy_of_the_rms_norm_prediction_is_its_papers():
+  for transformation, verdict in RMS_NORM_PREDICTED.items():
+    assert inv.paper_verdict('rms_norm', transformation) == verdict
+  assert 'rms_norm' not in inv.PAPER_TABLE_1 and 'rms_norm' not in inv.METHODS  # Not a row of Ba et al.'s table.
 
 
 # --- The transformations are the paper's ---------------------------------------------------------------------------
@@ -117,23 +138,25 @@ def test_transformations_do_not_modify_the_layer_in_place():
   np.testing.assert_array_equal(layer.x_NxD, x0)
 
 
-# --- The three normalized layers are the paper's §5.1 definitions ---------------------------------------------------
+# --- The four normalized layers are their papers' definitions (Ba et al. §5.1; Zhang & Sennrich eq. 4) --------------
 
 
 def reference_layer(method, W, x, g, b):
-  """Float64 g / sigma * (a - mu) + b with a = W x and the paper's mu, sigma for each method (no epsilon)."""
+  """Float64 g / sigma * (a - mu) + b with a = W x and the papers' mu, sigma for each method (no epsilon)."""
   W, x = np.asarray(W, np.float64), np.asarray(x, np.float64)
   a = x @ W.T
   if method == 'batch_norm':  # Per unit, over the cases of the batch.
     mu, sigma = a.mean(0, keepdims=True), a.std(0, keepdims=True)
   elif method == 'weight_norm':  # mu = 0, sigma = ||w_i||.
     mu, sigma = 0.0, np.linalg.norm(W, axis=1)[None, :]
+  elif method == 'rms_norm':  # mu = 0, sigma = RMS(a) = sqrt(mean of a^2 over the units), per case.
+    mu, sigma = 0.0, np.sqrt(np.mean(a**2, axis=1, keepdims=True))
   else:  # Per case, over the units of the layer.
     mu, sigma = a.mean(1, keepdims=True), a.std(1, keepdims=True)
   return g / sigma * (a - mu) + b
 
 
-@pytest.mark.parametrize('method', inv.METHODS)
+@pytest.mark.parametrize('method', inv.ALL_METHODS)
 def test_normalized_layer_matches_the_papers_definition(method):
   layer = inv.random_layer(7)
   y = inv.normalized_layer(method, layer.W_HxD, layer.x_NxD, layer.gain_H, layer.bias_H)
@@ -186,9 +209,12 @@ def test_script_prints_every_cell_and_exits_zero_when_all_agree(capsys):
   assert invariance_table.main(['--layers', '2']) == 0
   out = capsys.readouterr().out
   assert 'All 18 cells agree with the paper' in out
+  assert 'All 6 cells of the RMS norm row (not in the paper) agree with Zhang & Sennrich (2019)' in out
   assert invariance_table.MARK not in out
-  for method in inv.METHODS:
+  for method in inv.ALL_METHODS:
     assert inv.METHOD_TITLES[method] in out
+  rms_rows = [line for line in out.splitlines() if line.startswith('RMS norm')]
+  assert len(rms_rows) == 1 and rms_rows[0].split()[2] == 'predicted'  # Its row is a prediction, not the paper's.
 
 
 def test_script_markdown_rows_match_the_paper(capsys):
@@ -196,11 +222,25 @@ def test_script_markdown_rows_match_the_paper(capsys):
   lines = capsys.readouterr().out.splitlines()
   header = [c.strip() for c in lines[0].strip('|').split('|')]
   assert header[1:] == [t.title for t in inv.TRANSFORMATIONS]
-  for method, line in zip(inv.METHODS, lines[2:5], strict=True):
+  expected = {**PAPER, 'rms_norm': RMS_NORM_PREDICTED}
+  for method, line in zip(inv.ALL_METHODS, lines[2:6], strict=True):
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == inv.METHOD_TITLES[method]
     verdicts = [c.split(' (')[0] for c in cells[1:]]
-    assert verdicts == [PAPER[method][t.name] for t in inv.TRANSFORMATIONS]
+    assert verdicts == [expected[method][t.name] for t in inv.TRANSFORMATIONS]
+  assert lines[6] == ''
+  assert "18 of 18 cells agree with the paper's Table 1." in lines[7]
+  assert 'the RMS norm row: 6 of its 6 agree with Zhang & Sennrich (2019), Table 1.' in lines[7]
+
+
+def test_report_reads_the_papers_18_cells_not_the_rms_row(capsys):
+  # scripts.reproduce judges Table 1 from the first 'N of M cells agree' of the markdown: the paper's 18 only.
+  assert invariance_table.main(['--markdown', '--layers', '2']) == 0
+  table = capsys.readouterr().out
+  summary, _ = reproduce.table1_section(reproduce.pr.RESULTS[0], {'table': table, 'returncode': 0, 'command': 'x'})
+  assert summary['verdict'] == 'reproduced'
+  assert summary['why'] == "18 of 18 cells agree with the paper's Table 1"
+  assert re.findall(r'(\d+) of (\d+) cells agree', table) == [('18', '18')]
 
 
 def test_script_marks_a_disagreement_and_exits_nonzero(monkeypatch, capsys):
@@ -214,3 +254,21 @@ def test_script_marks_a_disagreement_and_exits_nonzero(monkeypatch, capsys):
   out = capsys.readouterr().out
   assert '1 of 18 cells disagree' in out
   assert 'Layer norm, Dataset re-centering: measured No, paper Invariant' in out
+
+
+def test_script_marks_an_rms_norm_disagreement_apart_from_the_papers_cells(monkeypatch, capsys):
+  # Pretend RMS norm were predicted invariant to weight matrix re-centering (layer norm's entry): the measurement
+  # must contradict it, the exit code says so, and the paper's 18 cells still all agree.
+  table = dict(inv.PREDICTED_TABLE_1)
+  row = list(table['rms_norm'])
+  row[1] = inv.INVARIANT
+  table['rms_norm'] = tuple(row)
+  monkeypatch.setattr(inv, 'PREDICTED_TABLE_1', table)
+  assert invariance_table.main(['--layers', '2']) == 1
+  out = capsys.readouterr().out
+  assert 'All 18 cells agree with the paper' in out
+  assert '1 of 6 cells of the RMS norm row (not in the paper) disagree with Zhang & Sennrich (2019)' in out
+  assert 'RMS norm, Weight matrix re-centering: measured No, predicted Invariant' in out
+  assert invariance_table.main(['--markdown', '--layers', '2']) == 1
+  out = capsys.readouterr().out
+  assert '✗ predicted: Invariant' in out and "18 of 18 cells agree with the paper's Table 1." in out
