@@ -15,7 +15,9 @@ from collections.abc import Sequence
 # Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
 from matplotlib.figure import Figure
 
+from experiments import seed_bands
 from experiments import workdir as wd
+from experiments.seed_bands import seedless
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +171,6 @@ class RunLogs:
     return os.path.basename(os.path.normpath(self.path))
 
 
-def seedless(name: str) -> str:
-  """A sweep workdir's name without its `seed=K` part: the runs of one point over seeds share it."""
-  return ','.join(part for part in name.split(',') if not part.startswith('seed='))
-
-
 def disambiguate(labels: Sequence[str], names: Sequence[str]) -> list[str]:
   """Labels that two different points share get the point's directory name; the seeds of one point keep one label."""
   pairs = list(zip(labels, names, strict=True))
@@ -182,14 +179,12 @@ def disambiguate(labels: Sequence[str], names: Sequence[str]) -> list[str]:
 
 
 def legend_by_label(ax, **kwargs) -> None:
-  """The legend with one entry per label: the seeds of one point share theirs, shown once with their count."""
+  """The legend with one entry per label (seeds that share no x are drawn as lines under one label, see seed_bands)."""
   handles, labels = ax.get_legend_handles_labels()
-  first, count = {}, {}
+  first = {}
   for handle, label in zip(handles, labels, strict=True):
     first.setdefault(label, handle)
-    count[label] = count.get(label, 0) + 1
-  texts = [f'{label} ({count[label]} seeds)' if count[label] > 1 else label for label in first]
-  ax.legend(list(first.values()), texts, **kwargs)
+  ax.legend(list(first.values()), list(first), **kwargs)
 
 
 def load(path: str) -> RunLogs:
@@ -269,12 +264,16 @@ def series(run: RunLogs, line: Line, x: str) -> tuple[list[float], list[float], 
 
 
 def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None) -> Figure:
-  """Figure `name` of LAYOUTS for `runs`: a panel per metric, a line per run (and per train/test where the paper has).
+  """Figure `name` of LAYOUTS for `runs`: a panel per metric, a line per point (and per train/test where the paper has).
+
+  A point run over several seeds (configs equal apart from `seed`, see `seed_bands`) is one line, the mean over its
+  seeds, over a band from the lowest to the highest seed, labelled once with '(N seeds)'.
 
   Args:
     name: a key of LAYOUTS ('fig1' ... 'fig5').
     runs: the loaded workdirs (`load`).
-    labels: legend labels, one per run in `runs` order (default: the paper's legend name of each run's config).
+    labels: legend labels, one per run in `runs` order (default: the paper's legend name of each run's config); a
+      point's seeds are labelled by the first of them.
 
   Returns:
     A matplotlib Figure, `fig.axes` one per panel of the layout in order.
@@ -292,10 +291,14 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
   entries = [legend_entry(layout, run) for run in runs]
   if labels is not None:
     entries = [(i, label, colour) for (i, _, colour), label in zip(entries, labels, strict=True)]
-  # Two runs of one kind (learning rates, ...) are told apart by their directory names; seeds share a label.
-  shown = disambiguate([e[1] for e in entries], [r.name for r in runs])
+  # The seeds of one point are one curve (their mean over a band); the point's legend entry is its first run's.
+  entry_of = {id(run): entry for run, entry in zip(runs, entries, strict=True)}
+  points = seed_bands.group_by_point(runs, lambda r: r.name, lambda r: r.config)
+  entries = [entry_of[id(point[0])] for point in points]
+  # Two points of one kind (learning rates, ...) are told apart by their directory names.
+  shown = disambiguate([e[1] for e in entries], [point[0].name for point in points])
   entries = [(i, label, c) for (i, _, c), label in zip(entries, shown, strict=True)]
-  drawn = sorted(zip(entries, runs, strict=True), key=lambda er: (er[0][0], er[0][1]))
+  drawn = sorted(zip(entries, points, strict=True), key=lambda ep: (ep[0][0], ep[0][1]))
   rows = len(layout.panels) // layout.columns  # Every layout fills its grid.
   width = 4.6 * layout.columns + 1.0
   fig = Figure(figsize=(width, 3.9 * rows + 0.5), layout='constrained')
@@ -314,25 +317,25 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
         ha='center',
         bbox={'facecolor': 'white', 'edgecolor': '0.8'},
       )
-    for (_, label, colour), run in drawn:
+    for (_, label, colour), point in drawn:
       for line in panel.lines:
-        xs, ys, errors = series(run, line, layout.x)
-        if not xs:
+        logged = [series(run, line, layout.x) for run in point]
+        logged = [(xs, [y * panel.scale for y in ys], errors) for xs, ys, errors in logged if xs]
+        if not logged:
           continue
         style = {
-          'label': label + line.suffix,
           'color': colour,
           'linestyle': line.style,
           'marker': 'o',
           'markersize': 3.5,
           # A marker on every point of a short run; on a long one, markers evenly spaced as drawn (log x too).
-          'markevery': None if len(xs) <= 20 else 0.06,
+          'markevery': None if len(logged[0][0]) <= 20 else 0.06,
         }
-        ys = [y * panel.scale for y in ys]
-        if errors is None:
-          ax.plot(xs, ys, **style)
-        else:
-          ax.errorbar(xs, ys, yerr=[e * panel.scale for e in errors], capsize=2, **style)
+        xs, ys, errors = logged[0]
+        if len(logged) == 1 and errors is not None:
+          ax.errorbar(xs, ys, yerr=[e * panel.scale for e in errors], capsize=2, label=label + line.suffix, **style)
+        else:  # Several seeds: the band over seeds stands in for a line's error bars; both would hide the curve.
+          seed_bands.draw(ax, [(xs, ys) for xs, ys, _ in logged], label + line.suffix, **style)
     if panel.paper is not None:
       ax.axhline(panel.paper, color='gray', linestyle='--', linewidth=1, label=layout.paper_label)
     ax.set_xscale(layout.xscale)

@@ -2,10 +2,11 @@
 
   python -m scripts.attentive_reader_pictures runs/fig2/norm=* [--out DIR] [--num_examples 3] [--which best]
 
-Writes `figure2.png` (validation error against training steps, one curve per run, from metrics.jsonl) into `--out`
-(default: the first run's parent) and, for each run, `attention.png` in its workdir: the first validation passages
-with each token shaded by the model's attention, the query, and the predicted and true answers. The validation data
-are rebuilt from the run's config (procedural data are regenerated; file sources are read again).
+Writes `figure2.png` (validation error against training steps from metrics.jsonl, one curve per run; a point's seeds:
+their mean and a band) into `--out` (default: the first run's parent) and, for each run, `attention.png` in its
+workdir: the first validation passages with each token shaded by the model's attention, the query, and the predicted
+and true answers. The validation data are rebuilt from the run's config (procedural data are regenerated; file
+sources are read again).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def attention_examples(workdir: str, num_examples: int, which: str = 'best') -> 
 
 
 def figure2(runs: list[str]) -> Figure:
-  """Validation error (%) against training steps, one curve per run, labelled by its norm as in Figure 2."""
+  """Validation error (%) against steps, one curve per run (seeds: mean and band), labelled as in Figure 2."""
   return plot.make_figure(runs, layout='fig2')
 
 

@@ -7,13 +7,15 @@
   # vs epochs; fig5: handwriting's train and test NLL vs updates (log x).
   # Figure 6: per batch size, training NLL (log y) and test error against epochs, one curve per normalization.
   python -m scripts.plot runs/fig6 --out fig6.png --layout fig6
-  # Any metrics against epochs or steps, one curve per run (Figure 4: DRAW's test bound).
+  # Any metrics against epochs or steps, one curve per run (DRAW's test bound, as Figure 4).
   python -m scripts.plot runs/draw_* --out fig4.png --metrics eval/test/bound --x epoch
 
 A RUNDIR is a workdir (it has `metrics.jsonl`) or a sweep root whose subdirectories are workdirs. Curves are labelled
 from `config.json` (`norm` / `model.norm`, `batch_size` / `*.batch_size`), else from `key=value` pairs in the
 directory name (the sweep launcher names workdirs that way), else by the directory name. Plots are made from the
-files only, never from live runs; a partly written last line of a running job is skipped.
+files only, never from live runs; a partly written last line of a running job is skipped. The seeds of one point
+(configs equal apart from `seed`, workdirs `NAME` and `NAME,seed=K`) are one curve: their mean over a band from the
+lowest to the highest seed, labelled '(N seeds)' (experiments/seed_bands.py).
 """
 
 import argparse
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Sequence
 # Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
 from matplotlib.figure import Figure
 
-from experiments import figures, workdir
+from experiments import figures, seed_bands, workdir
 
 X_KEYS = ('step', 'epoch')
 # Figure 6's metric names; the first one a run logged is used, so the figure survives renames in the loop. The
@@ -60,6 +62,7 @@ class Run:
   rows: list[dict]
   norm: str | None  # Display name, e.g. 'LayerNorm'; None when the run does not say.
   batch_size: int | None
+  config: dict = dataclasses.field(default_factory=dict)  # config.json as saved; {} when the run has none.
 
   @property
   def name(self) -> str:
@@ -111,6 +114,7 @@ def load_run(path: str) -> Run:
     rows=rows,
     norm=None if norm is None else NORM_NAMES.get(str(norm).lower(), str(norm)),
     batch_size=None if batch_size is None else int(batch_size),
+    config=config,
   )
 
 
@@ -165,14 +169,21 @@ def _check_x(runs: Sequence[Run], x: str) -> None:
     )
 
 
-def _labels(runs: Sequence[Run]) -> list[str]:
-  """Norm names where they tell runs apart; the directory name added where they do not (seeds share a name)."""
-  base = [run.norm or run.name for run in runs]
-  named = figures.disambiguate(base, [run.name for run in runs])
-  return [n if run.norm else b for b, n, run in zip(base, named, runs, strict=True)]
+def points(runs: Sequence[Run]) -> list[list[Run]]:
+  """The runs grouped into points: the seeds of one point (configs equal apart from `seed`) share a group."""
+  return seed_bands.group_by_point(runs, lambda r: r.name, lambda r: r.config)
 
 
-def _sort_key(run: Run):
+def _labels(points: Sequence[Sequence[Run]]) -> list[str]:
+  """Norm names where they tell points apart; the directory name (without `seed=K`) added where they do not."""
+  firsts = [point[0] for point in points]
+  base = [run.norm or seed_bands.seedless(run.name) for run in firsts]
+  named = figures.disambiguate(base, [run.name for run in firsts])
+  return [n if run.norm else b for b, n, run in zip(base, named, firsts, strict=True)]
+
+
+def _sort_key(point: Sequence[Run]):
+  run = point[0]
   order = NORM_ORDER.index(run.norm) if run.norm in NORM_ORDER else len(NORM_ORDER)
   return order, run.norm or '', run.name
 
@@ -204,13 +215,19 @@ def axis_label(metric: str) -> tuple[str, float]:
 
 
 def _draw(ax, runs: Sequence[Run], metric: str, x: str, colour_by_norm: bool) -> str:
-  """One curve per run; returns the y label. A run with a single point gets a marker (a line needs two)."""
-  runs = sorted(runs, key=_sort_key)
+  """One curve per point (the mean over its seeds, over a min-max band); returns the y label.
+
+  A curve with a single point gets a marker (a line needs two).
+  """
+  grouped = sorted(points(runs), key=_sort_key)
   ylabel, factor = axis_label(metric)
-  for run, label in zip(runs, _labels(runs), strict=True):
-    xs, ys = series(run, metric, x)
-    colour = NORM_COLOURS.get(run.norm) if colour_by_norm else None
-    ax.plot(xs, [y * factor for y in ys], label=label, color=colour, marker='o' if len(xs) == 1 else None)
+  for point, label in zip(grouped, _labels(grouped), strict=True):
+    logged = [series(run, metric, x) for run in point]
+    # A point that logged nothing here keeps its (empty) legend entry, so every panel lists the same methods.
+    logged = [(xs, [y * factor for y in ys]) for xs, ys in logged if xs] or [([], [])]
+    drawn_xs = logged[0][0] if len(logged) == 1 else seed_bands.band(logged).xs
+    colour = NORM_COLOURS.get(point[0].norm) if colour_by_norm else None
+    seed_bands.draw(ax, logged, label, color=colour, marker='o' if len(drawn_xs) == 1 else None)
   ax.set_xlabel(X_LABELS.get(x, x))
   ax.set_ylabel(ylabel)
   ax.grid(True, alpha=0.3)
@@ -251,7 +268,7 @@ def plot_fig6(runs: Sequence[Run], x: str = 'epoch', nll_metric: str | None = No
 
 
 def plot_curves(runs: Sequence[Run], metrics: Sequence[str] | None = None, x: str = 'step', logy: bool = False):
-  """One panel per metric (default: every metric logged), one curve per run.
+  """One panel per metric (default: every metric logged), one curve per point (seeds: their mean and a band).
 
   Returns:
     A matplotlib Figure, `fig.axes` one per metric in `metrics` order (then hidden spares).
@@ -266,7 +283,7 @@ def plot_curves(runs: Sequence[Run], metrics: Sequence[str] | None = None, x: st
   rows = math.ceil(len(metrics) / columns)
   fig = Figure(figsize=(5 * columns, 3.8 * rows), layout='constrained')
   axes = fig.subplots(rows, columns, squeeze=False)
-  one_per_norm = all(r.norm for r in runs) and len({r.norm for r in runs}) == len(runs)
+  one_per_norm = all(r.norm for r in runs) and len({r.norm for r in runs}) == len(points(runs))
   for ax, metric in zip(axes.flat, metrics, strict=False):
     _draw(ax, runs, metric, x, colour_by_norm=one_per_norm)
     ax.set_title(metric)

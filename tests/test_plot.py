@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
+import matplotlib.colors
 import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
 
 from scripts import plot
 
@@ -393,4 +395,135 @@ def test_seeds_of_one_point_share_one_legend_entry(tmp_path):
     write_run(tmp_path / name, {'norm': name.split(',')[0][5:]}, [{'step': 0, 'loss': loss}, {'step': 1, 'loss': loss}])
   (ax, *_) = plot.make_figure([str(tmp_path)], metrics=['loss']).axes
   assert [t.get_text() for t in ax.get_legend().get_texts()] == ['Baseline (2 seeds)', 'LayerNorm (2 seeds)']
-  assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [1.0, 2.0, 3.0, 4.0]  # Every seed still drawn.
+  # Every seed still shows: as the edges of its point's band.
+  assert sorted(band_range(b) for b in bands(ax)) == [(1.0, 2.0), (3.0, 4.0)]
+
+
+# Several seeds of one point: the mean over seeds as the line, and a band from the lowest to the highest seed.
+
+
+def bands(ax):
+  return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def band_edges(band) -> dict[float, tuple[float, float]]:
+  """{x: (lowest, highest)} of a fill_between band's outline."""
+  edges = {}
+  for x, y in band.get_paths()[0].vertices:
+    low, high = edges.get(x, (y, y))
+    edges[x] = (min(low, y), max(high, y))
+  return edges
+
+
+def band_range(band) -> tuple[float, float]:
+  ys = band.get_paths()[0].vertices[:, 1]
+  return float(ys.min()), float(ys.max())
+
+
+def write_seeds(root, name: str, config: dict, losses_by_seed: list[list[float]]):
+  """One workdir per seed as scripts.sweep names them: seed 0 keeps `name`, seed k > 0 gets `,seed=k`."""
+  for seed, losses in enumerate(losses_by_seed):
+    rows = [{'step': 10 * (i + 1), 'epoch': (i + 1) / 2, 'train/loss': loss} for i, loss in enumerate(losses)]
+    write_run(root / (name if seed == 0 else f'{name},seed={seed}'), {**config, 'seed': seed}, rows)
+
+
+SEED_LOSSES = {'ln': [[3.0, 2.0, 1.0], [4.0, 2.5, 0.5], [2.0, 1.5, 1.5]], 'none': [[5.0, 4.0, 3.0], [6.0, 5.0, 4.5]]}
+
+
+def test_curves_of_three_seeds_are_their_mean_over_a_band_from_lowest_to_highest(tmp_path):
+  for norm, losses in SEED_LOSSES.items():
+    write_seeds(tmp_path, f'norm={norm}', {'model': {'norm': norm}, 'batch_size': 4}, losses)
+  write_run(
+    tmp_path / 'norm=bn', {'model': {'norm': 'bn'}, 'batch_size': 4, 'seed': 0}, [{'step': 10, 'train/loss': 7.0}]
+  )
+  (ax,) = plot.make_figure([str(tmp_path)], 'curves', 'step', ['train/loss']).axes
+  assert legend_texts(ax) == ['BatchNorm', 'Baseline (2 seeds)', 'LayerNorm (3 seeds)']
+  lines = lines_by_label(ax)
+  assert len(ax.get_lines()) == 3  # One per method, not one per seed.
+  for norm, label in (('ln', 'LayerNorm (3 seeds)'), ('none', 'Baseline (2 seeds)')):
+    per_step = list(zip(*SEED_LOSSES[norm], strict=True))
+    np.testing.assert_array_equal(lines[label].get_xdata(), [10, 20, 30])
+    np.testing.assert_allclose(lines[label].get_ydata(), [sum(v) / len(v) for v in per_step])
+  by_colour = {b.get_facecolor()[0][:3].tobytes(): b for b in bands(ax)}
+  assert len(by_colour) == 2  # The single BatchNorm run keeps its plain line, with no band.
+  ln_band = by_colour[np.array(matplotlib.colors.to_rgb(lines['LayerNorm (3 seeds)'].get_color())).tobytes()]
+  assert band_edges(ln_band) == {10: (2.0, 4.0), 20: (1.5, 2.5), 30: (0.5, 1.5)}
+  assert 0 < ln_band.get_alpha() < 1  # Translucent: the other method's mean shows through.
+
+
+def test_fig6_of_seeds_draws_a_mean_and_band_per_norm_and_batch_size(tmp_path):
+  for norm, losses in SEED_LOSSES.items():
+    for batch_size in (4, 128):
+      scaled = [[loss * batch_size for loss in seed] for seed in losses]
+      write_seeds(tmp_path, f'norm={norm},batch_size={batch_size}', {'norm': norm, 'batch_size': batch_size}, scaled)
+      error_rows = [{'step': 30, 'epoch': 1.5, 'eval/test/error': 0.1 * (seed + 1)} for seed in range(len(losses))]
+      for seed, row in enumerate(error_rows):
+        name = f'norm={norm},batch_size={batch_size}' + (f',seed={seed}' if seed else '')
+        with open(tmp_path / name / 'metrics.jsonl', 'a') as f:
+          f.write(json.dumps(row) + '\n')
+  fig = plot.make_figure([str(tmp_path)], layout='fig6')
+  nll_128, nll_4, error_128, _ = fig.axes
+  assert legend_texts(nll_4) == ['Baseline (2 seeds)', 'LayerNorm (3 seeds)']
+  np.testing.assert_allclose(lines_by_label(nll_4)['LayerNorm (3 seeds)'].get_ydata(), [12.0, 8.0, 4.0])
+  np.testing.assert_allclose(lines_by_label(nll_128)['Baseline (2 seeds)'].get_xdata(), [0.5, 1.0, 1.5])
+  assert len(bands(nll_128)) == 2
+  # One evaluation (a smoke run): no band can be drawn over one x, so a bar spans the lowest to the highest seed.
+  ln_error = lines_by_label(error_128)['LayerNorm (3 seeds)']
+  assert list(ln_error.get_xdata()) == [1.5] and ln_error.get_marker() == 'o'
+  assert legend_texts(error_128) == ['Baseline (2 seeds)', 'LayerNorm (3 seeds)']  # The bar adds no entry.
+  np.testing.assert_allclose(ln_error.get_ydata(), [20.0])
+  (bar,) = [c for c in error_128.containers if c.lines[0].get_color() == ln_error.get_color()]
+  np.testing.assert_allclose(bar.lines[2][0].get_segments()[0][:, 1], [10.0, 30.0])
+
+
+def test_only_configs_equal_but_for_the_seed_are_averaged(tmp_path):
+  write_seeds(tmp_path, 'norm=ln', {'norm': 'ln', 'learning_rate': 0.1}, [[1.0, 1.0]])
+  # Named as seed 1 of the same point, but trained with another learning rate: a different point, not a seed.
+  write_run(
+    tmp_path / 'norm=ln,seed=1', {'norm': 'ln', 'learning_rate': 0.2, 'seed': 1}, [{'step': 10, 'train/loss': 9.0}]
+  )
+  (ax,) = plot.make_figure([str(tmp_path)], metrics=['train/loss']).axes
+  assert len(ax.get_lines()) == 2 and not bands(ax)
+  assert sorted(len(line.get_xdata()) for line in ax.get_lines()) == [1, 2]
+
+
+def test_a_seed_that_stopped_early_cuts_the_mean_to_the_steps_every_seed_logged(tmp_path):
+  write_seeds(tmp_path, 'norm=ln', {'norm': 'ln'}, [[3.0, 2.0, 1.0], [5.0, 4.0]])
+  (ax,) = plot.make_figure([str(tmp_path)], metrics=['train/loss']).axes
+  (line,) = ax.get_lines()
+  np.testing.assert_array_equal(line.get_xdata(), [10, 20])
+  np.testing.assert_allclose(line.get_ydata(), [4.0, 3.0])
+  assert band_edges(bands(ax)[0]) == {10: (3.0, 5.0), 20: (2.0, 4.0)}
+
+
+def test_seeds_that_share_no_x_are_drawn_one_line_each_under_one_label(tmp_path):
+  write_run(tmp_path / 'norm=ln', {'norm': 'ln', 'seed': 0}, [{'step': 10, 'train/loss': 1.0}])
+  write_run(tmp_path / 'norm=ln,seed=1', {'norm': 'ln', 'seed': 1}, [{'step': 20, 'train/loss': 2.0}])
+  (ax,) = plot.make_figure([str(tmp_path)], metrics=['train/loss']).axes
+  assert legend_texts(ax) == ['LayerNorm (2 seeds)'] and not bands(ax)
+  assert sorted(list(line.get_xdata()) for line in ax.get_lines()) == [[10], [20]]
+  assert len({line.get_color() for line in ax.get_lines()}) == 1
+
+
+def test_paper_figures_draw_a_points_seeds_as_their_mean_over_a_band(tmp_path):
+  hand = lambda norm, seed: {'model': {'norm': norm, 'window_mixtures': 10}, 'seed': seed}
+  for seed, scale in enumerate((1.0, 2.0, 3.0)):
+    write_run(tmp_path / ('norm=ln' + (f',seed={seed}' if seed else '')), hand('ln', seed), handwriting_rows(scale))
+  write_run(tmp_path / 'norm=none', hand('none', 0), handwriting_rows(4.0))
+  (ax,) = plot.make_figure([str(tmp_path)], layout='fig5').axes
+  assert legend_texts(ax) == ['Baseline test', 'Baseline train', 'LN test (3 seeds)', 'LN train (3 seeds)']
+  assert len(ax.get_lines()) == 4
+  assert data_of(ax, 'LN test (3 seeds)') == ([40, 80], [10.0, 5.0])  # The mean of 200 s / step, s = 1, 2, 3.
+  np.testing.assert_allclose(data_of(ax, 'LN train (3 seeds)')[1], [30.0, 15.0, 10.0, 7.5])
+  test_band, train_band = bands(ax)  # Only the three seeds' point has bands, one per line.
+  assert band_edges(test_band) == {40: (5.0, 15.0), 80: (2.5, 7.5)}
+  assert band_range(train_band) == (300 / 80, 900 / 20)
+  # Figure 3's fold error bars stay on a single run; a point's seeds get the band instead.
+  write_run(tmp_path / 'st' / 'norm=ln', {'model': {'norm': 'ln'}, 'seed': 0}, downstream_rows(0.5))
+  write_run(tmp_path / 'st' / 'norm=ln,seed=1', {'model': {'norm': 'ln'}, 'seed': 1}, downstream_rows(0.7))
+  write_run(tmp_path / 'st' / 'norm=none', {'model': {'norm': 'none'}, 'seed': 0}, downstream_rows(0.4))
+  fig = plot.make_figure([str(tmp_path / 'st')], layout='fig3')
+  pearson, mr = fig.axes[0], fig.axes[2]
+  np.testing.assert_allclose(data_of(pearson, 'Ours + LN (2 seeds)')[1], [60.0, 70.0])
+  assert band_edges(bands(pearson)[0]) == {4: (50.0, 70.0), 8: (60.0, 80.0)}
+  assert [c.get_label() for c in mr.containers] == ['Ours']
