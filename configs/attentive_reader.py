@@ -27,7 +27,8 @@ Decided where the paper and code leave a choice:
   top4       for source=questions, data.top_sentences=4 keeps the 4 sentences sharing most query words (ours;
              the original heuristic is unpublished). 0 keeps whole passages.
 
-Measured (2-core x86-64 CPU, heavily loaded by other developers; one seed; README.md "Figure 2" has the table):
+Measured (2-core x86-64 CPU, heavily loaded by other developers; one seed; the table is in
+experiments/attentive_reader/README.md):
   python -m experiments.attentive_reader --config configs/attentive_reader.py:norm=$NORM --workdir runs/fig2/norm=$NORM
   best validation error in 3,000 updates (step): LSTM 0.740 (3000), BN-LSTM 0.774 (2750), BN-everywhere 0.445
   (2750), LN-LSTM 0.529 (3000); query-only LN reader 0.938 (chance 0.947). 412-505 s per run.

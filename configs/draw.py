@@ -23,7 +23,7 @@ Commands:
   python -m scripts.draw_pictures runs/fig4/norm=ln            # samples.png and drawing.png in the workdir
   python -m scripts.plot runs/fig4/* --layout curves --metrics eval/test/nll_bound --out fig4.png
 
-Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 4):
+Decided where the paper is silent (docs/paper.md, section 4):
   sizes      latent 100, read 2x2, write 5x5 from the DRAW paper's MNIST model (via public re-implementations).
   clipping   none (the LN paper says "Adam with default settings"); the loop stops a run whose loss turns NaN/Inf.
   init       flax defaults (LeCun-normal inputs, orthogonal recurrent weights, zero biases; LN gain 1, bias 0);
@@ -31,7 +31,7 @@ Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 4):
              so both variants start from the same KL (see experiments/draw/model.py).
   bound      one posterior sample per example per evaluation (DRAW's reported bound), in nats per image.
 
-Measured (2-core CPU): see README.md, "Figure 4", for the commands, wall time and results.
+Measured (2-core CPU): see experiments/draw/README.md for the commands, wall time and results.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Commands:
   python -m experiments.handwriting.figure5 runs/fig5/norm=none runs/fig5/norm=ln --out fig5.png
   python -m experiments.handwriting.sample --workdir runs/fig5/norm=ln --text "layer norm writes" --out hw.png
 
-Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 5):
+Decided where the paper is silent (docs/paper.md, section 5):
   LN inputs    a layer's inputs (x, the layer below, the window) are concatenated into one input term W_x [x; h; w]
                and normalized together; the window and mixture layers are not normalized; no peepholes.
   alphabet     57 symbols: a-z, A-Z, space, . , ' and one class for everything else (Graves: 57 of 80, unlisted).
@@ -37,7 +37,7 @@ Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 5):
   window init  kappa's bias starts at -3 (the window advances one character per 20 points at first; see model.py).
   selection    the checkpoint with the lowest eval/valid/nll is the model sample.py draws from (best_metric).
 
-Measured (2-core shared CPU): see README.md, "Figure 5", for the commands, wall time and results.
+Measured (2-core shared CPU): see experiments/handwriting/README.md for the commands, wall time and results.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Commands:
       --config.data.dir=~/tensorflow_datasets
   python -m experiments.mnist --config configs/mnist.py:paper,source=idx --config.data.dir=/path/to/mnist --workdir W
 
-Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 6):
+Decided where the paper is silent (docs/paper.md, section 6):
   activation   ReLU (the paper's section 3 discusses ReLU units).
   init         He (variance scaling 2.0, fan-in, truncated normal) for every weight matrix; biases, LN/BN gains 1 and
                biases 0 (the paper's default). A linear layer that feeds a normalization has no bias of its own.
@@ -36,7 +36,7 @@ Decided where the paper is silent ([UNKNOWN] in docs/PAPER.md section 6):
   CPU scale    The default variant trains the paper's hidden sizes on scikit-learn's 8x8 digits (1,297 train, 250
                valid, 250 test), the only real digit images available offline here.
 
-Measured on a 2-core x86-64 CPU shared with other jobs, 2026-11-29 (tables and plots in README.md, "Figure 6"):
+Measured on a 2-core x86-64 CPU shared with other jobs, 2026-11-29 (tables and plots in experiments/mnist/README.md):
   python -m scripts.sweep configs/mnist.py --root runs/fig6_digits --jobs 1          # digits, 60 epochs: 297 s in all
     (re-measured 2026-12-01) training NLL at epoch 60, batch 128: BN 0.096, none 1.8e-4, LN 3.0e-5;
     batch 4: BN 0.40, none 0, LN 7.4e-10.

@@ -20,7 +20,7 @@ Commands:
   python -m scripts.plot runs/table2/model=oe,norm=* --layout curves \
       --metrics eval/val/image_r1 eval/val/image_r5 eval/val/image_r10 --out fig1.png   # Figure 1
 
-Choices (docs/PAPER.md section 1):
+Choices (docs/paper.md, section 1):
   Adam       the authors' Theano Adam (optimizer.bias_correction=False: its correction factors are ~1), b1 0.9,
              b2 0.999, eps 1e-8, learning rate 1e-3; each gradient tensor clipped to L2 norm 2 on its own.
   selection  validation image-retrieval R@1 + R@5 + R@10 on the dev fold (the first 1,000 val images) every
@@ -36,7 +36,7 @@ Measured (2-core shared x86-64 CPU, one seed, the default CPU scale on procedura
 per run under heavy load; `python -m scripts.sweep configs/order_embeddings.py --root runs/table2 --jobs 1`):
   test image R@1 / R@5 / R@10 (5 folds of 1,000): Sym 6.7 / 17.5 / 24.3, OE 5.0 / 15.9 / 23.8,
   OE + LN 9.8 / 21.7 / 28.6; LN passes the baseline's best validation R@K sum (44.4) at update 400 of 1,560.
-  Details and the caption-retrieval columns: README.md, "Table 2 and Figure 1".
+  Details: experiments/order_embeddings/README.md; the caption-retrieval columns: report/REPORT.md.
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ Decided where the paper or code is silent or cannot be followed here:
   loss     -log softmax exactly (the code's log(p + 1e-8) differs only where p < 1e-6).
   held out the last 1% of a text corpus (at most 10,000 sentences) / 200 extra stories: eval/valid/nll_per_token.
 
-Measured (2-core shared CPU, heavily loaded; one seed; the sweep above, procedural data, 1,600 steps; README.md,
-"Table 3, Figure 3", has the full table and Figure 3): wall 756 s (none) and 978 s (ln) incl. 9 downstream evals.
+Measured (2-core shared CPU, heavily loaded; one seed; the sweep above, procedural data, 1,600 steps; the full
+table and Figure 3 are in experiments/skip_thoughts/README.md): wall 756 s (none) and 978 s (ln) incl. 9 downstream
+evals.
   norm=none  SICK r 0.715  MSE 0.927  MR 47.5  CR 46.8  SUBJ 100.0  MPQA 66.7   held-out NLL/token 0.711
   norm=ln    SICK r 0.893  MSE 0.384  MR 48.5  CR 49.0  SUBJ 100.0  MPQA 80.7   held-out NLL/token 0.575
 LN is ahead from the first evaluation (SICK r 0.721 at step 200); MR and CR stay at chance for both, SUBJ saturates.

@@ -1,13 +1,15 @@
-"""Every `python -m ...` command in the README's bash blocks at least parses, as written.
+"""Every `python -m ...` command in the bash blocks of the README and the docs it points to (each experiment's
+README, docs/*.md) at least parses, as written.
 
 The blocks run under bash with `python` replaced by a recorder, so that loops, variables and line continuations
 expand as they would for a reader; then each experiment command runs with --dry_run (flags, config file, variants,
 validate) and a tmp workdir, each sweep with --dry-run, and each plot/report/picture command must read a workdir
-that an earlier command in the README creates.
+that a command in these files creates.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import subprocess
@@ -24,12 +26,19 @@ make() { :; }; tensorboard() { :; }; source() { :; }
 """
 
 
-def readme_commands() -> list[list[str]]:
-  with open(os.path.join(ROOT, 'README.md')) as f:
+# The top-level README first, then the experiments' READMEs and docs/, where most commands now live.
+DOCS = ['README.md']
+DOCS += sorted(glob.glob('experiments/*/README.md', root_dir=ROOT)) + sorted(glob.glob('docs/*.md', root_dir=ROOT))
+
+
+def readme_commands(doc: str = 'README.md') -> list[list[str]]:
+  with open(os.path.join(ROOT, doc)) as f:
     blocks = re.findall(r'```bash\n(.*?)```', f.read(), flags=re.DOTALL)
   record = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'readme_commands_{os.getpid()}')
   if os.path.exists(record):
     os.remove(record)
+  if not blocks:
+    return []
   for block in blocks:  # Run in an empty directory, so that globs such as runs/x/* stay as written.
     empty = os.path.join(os.path.dirname(record), f'readme_cwd_{os.getpid()}')
     os.makedirs(empty, exist_ok=True)
@@ -40,7 +49,8 @@ def readme_commands() -> list[list[str]]:
   return [c.split('\037')[:-1] for c in text.split('\036') if c]
 
 
-COMMANDS = readme_commands()
+README_COMMANDS = readme_commands()
+COMMANDS = [c for doc in DOCS for c in (README_COMMANDS if doc == 'README.md' else readme_commands(doc))]
 
 
 def _value(args: list[str], flag: str) -> str | None:
@@ -68,7 +78,8 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
 
 
 def test_the_readme_has_commands_of_every_kind():
-  modules = {c[1] for c in COMMANDS if c[0] == '-m'}
+  assert len(DOCS) >= 7, DOCS  # README.md and the six experiments' READMEs at least.
+  modules = {c[1] for c in README_COMMANDS if c[0] == '-m'}
   assert {'experiments.mnist', 'experiments.draw', 'scripts.sweep', 'scripts.plot', 'scripts.report'} <= modules
   assert all(c[0] == '-m' for c in COMMANDS), [c for c in COMMANDS if c[0] != '-m']
 
