@@ -12,7 +12,7 @@ Conventions:
   filter i on pixel i.
 * `norm='ln'` uses the DRAW LSTM of the LN paper (appendix eq. 29-31: plain gates, LN only on the copy of c_t that
   enters the output tanh, the carried c_t un-normalized) in BOTH the encoder and the decoder. The paper does not say
-  which of the two it normalized (PAPER.md §4: [UNKNOWN]); both is our documented guess.
+  which of the two it normalized (docs/paper.md, section 4: not stated); both is our documented guess.
 """
 
 from __future__ import annotations

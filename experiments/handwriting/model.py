@@ -8,8 +8,8 @@ Skip connections run from the input to every layer and from every layer to the o
 
 `norm='ln'` swaps every LSTM for the LN-LSTM of the paper's appendix (eq. 20-22). A layer's inputs (x, the layer
 below, the window) are concatenated into one input term `W_x [x; h_below; w]`, so LN sees them as one summed input
-(PAPER.md §5: the grouping is [UNKNOWN]; this is our documented guess). The window and mixture layers are plain
-linear maps in both variants.
+(docs/paper.md, section 5: the paper does not say; this is our documented guess). The window and mixture layers are
+plain linear maps in both variants.
 
 Numerics: the window and mixture exponentiate unconstrained outputs; their logits are clipped to +-LOG_CLIP (exp(10)
 is 2.2e4: never binding in normal training, but a step cannot overflow), 1 - rho^2 is computed as sech^2 of rho's

@@ -9,7 +9,7 @@
                    lr_t = lr * sqrt(1 - (1 - b2)^t) / (1 - (1 - b1)^t), i.e. effectively no bias correction.
   grad_clip        'none'; 'global_norm' (all gradients scaled together to L2 norm <= grad_clip_norm; skip-thoughts:
                    5); 'per_tensor_norm' (each tensor's gradient to L2 norm <= grad_clip_norm on its own;
-                   order-embeddings: 2); 'attentive_reader' (docs/PAPER.md section 2: with n the global L2 norm,
+                   order-embeddings: 2); 'attentive_reader' (docs/paper.md, section 2: with n the global L2 norm,
                    every gradient times c / sqrt(n) when n > c^2, c = grad_clip_norm)
   grad_clip_norm   the clipping threshold c
   schedule         'constant', 'cosine' (to 0 at the last step) or 'linear_decay' (to 0 at the last step), after

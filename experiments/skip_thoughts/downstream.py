@@ -1,6 +1,6 @@
 """Downstream evaluation of frozen sentence vectors (Table 3): SICK relatedness and MR, CR, SUBJ, MPQA.
 
-As the skip-thoughts evaluation code does it (docs/PAPER.md section 3), with scikit-learn and scipy doing the fitting:
+As the skip-thoughts evaluation code does it (docs/paper.md, section 3), with scikit-learn and scipy doing the fitting:
   SICK        features [|u - v|, u * v] of the two L2-normalized sentence vectors; a softmax regression onto the
               5-point score distribution of Tai et al. (score y puts weight floor(y) + 1 - y on class floor(y) and
               y - floor(y) on the next), fitted as a multinomial LogisticRegression on each pair repeated once per

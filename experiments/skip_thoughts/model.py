@@ -1,4 +1,4 @@
-"""The skip-thoughts model of the authors' public code (docs/PAPER.md section 3), with GRU or LN-GRU cells.
+"""The skip-thoughts model of the authors' public code (docs/paper.md, section 3), with GRU or LN-GRU cells.
 
 One word embedding shared by the encoder and both decoders; the encoder's final state (after the EOS step) is the
 sentence vector; the decoders of the previous and the next sentence see it only as their initial state (the public
