@@ -1,10 +1,10 @@
 """Lines of text rendered as pen trajectories from Hershey stroke fonts, with per-writer variation.
 
 The fonts (`.jhf` files) come from `python -m scripts.get_data hershey` (into ~/.cache/layernorm/data/hershey), or
-from Debian's `hershey-fonts-data` package where it is installed (`/usr/share/hershey-fonts/`). A `.jhf` file holds one glyph per record, ASCII 32..127 in order: a 5-character glyph
-number, a 3-character vertex count (the left/right bearing pair included), then two characters per vertex, each
-coordinate `ord(c) - ord('R')` (y grows downwards); the vertex ' R' lifts the pen. Long records may wrap onto the
-following lines.
+from Debian's `hershey-fonts-data` package where it is installed (`/usr/share/hershey-fonts/`). A `.jhf` file holds
+one glyph per record, ASCII 32..127 in order: a 5-character glyph number, a 3-character vertex count (the left/right
+bearing pair included), then two characters per vertex, each coordinate `ord(c) - ord('R')` (y grows downwards);
+the vertex ' R' lifts the pen. Long records may wrap onto the following lines.
 
 `render_line` turns a text into the internal format every source shares (`experiments.handwriting.data`): absolute
 points (x, y, end_of_stroke) with y upwards, densely resampled along each stroke as a pen would record them.
