@@ -103,7 +103,9 @@ def test_experiment_command_parses(args, tmp_path):
   assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   if result.returncode:  # Allowed only where the command names data this machine does not have.
     assert result.returncode == 2 and 'Invalid config' in result.stderr, result.stderr[-2000:]
-    assert 'config.data (source=' in result.stderr and result.stderr.count('  - ') == 1, result.stderr[-2000:]
+    problems = [line for line in result.stderr.splitlines() if line.startswith('  - ')]
+    data_dirs = ('  - config.data (source=', '  - config.eval.dir=')  # The training data, the downstream files.
+    assert problems and all(p.startswith(data_dirs) for p in problems), result.stderr[-2000:]
   else:
     assert 'Config OK' in result.stdout
   assert not os.path.exists(tmp_path / 'run')
