@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from experiments import workdir
+from experiments.epochs import format_epoch
 from scripts import plot
 
 
@@ -91,7 +92,7 @@ def make_table(
   for run in sorted(runs, key=_order):
     cells = [_label(run)] + [_format(value_at_epoch(run, m, e)) for m in metrics for e in epochs]
     reached = [first_epoch_reaching(run, m, v) for m, v in reach]
-    cells += ['never' if e is None else _format(e) for e in reached]
+    cells += ['never' if e is None else format_epoch(e) for e in reached]
     cells += [run_status(run)] if status else []
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)

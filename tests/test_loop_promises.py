@@ -23,6 +23,7 @@ from tensorboardX.crc32c import crc32c
 from tensorboardX.proto import event_pb2
 
 from experiments import cli, loop
+from experiments.epochs import format_epoch
 from experiments.loop import state as state_lib
 from experiments.loop import steps as steps_lib
 
@@ -89,7 +90,7 @@ def test_each_step_draws_from_fold_in_key_step_and_a_resume_draws_the_same(runs)
 
 
 PROGRESS = re.compile(
-  r'step (\d+)/(\d+)  epoch (\d+\.\d\d)  loss (\S+)  (\d+\.\d) steps/s  (\d+) examples/s  ETA (\d+):(\d\d):(\d\d)$'
+  r'step (\d+)/(\d+)  epoch (\S+)  loss (\S+)  (\d+\.\d) steps/s  (\d+) examples/s  ETA (\d+):(\d\d):(\d\d)$'
 )
 
 
@@ -104,11 +105,22 @@ def test_progress_line_shows_step_epoch_loss_speed_and_eta(runs):
     step, total, epoch, loss, rate, examples, h, m, s = match.groups()
     step, row = int(step), rows[int(step)]
     assert int(total) == NUM_STEPS and float(epoch) == pytest.approx(step / 8, abs=0.0051)  # 8 steps per epoch.
+    assert epoch == format_epoch(step / 8)  # Rounded: step 1 prints 'epoch 0.12', not 0.125.
     assert float(loss) == pytest.approx(row['train/loss'], rel=1e-4)
     assert float(rate) == pytest.approx(row['perf/steps_per_sec'], abs=0.051)
     assert int(examples) == pytest.approx(8 * row['perf/steps_per_sec'], abs=0.51)
     eta = 3600 * int(h) + 60 * int(m) + int(s)
     assert eta == pytest.approx((NUM_STEPS - step) / row['perf/steps_per_sec'], abs=1.0)
+
+
+def test_evaluation_and_done_lines_print_the_epoch_rounded_and_metrics_jsonl_keeps_it_whole(runs):
+  straight, messages, _ = runs
+  evaluated = [r for r in loop.read_rows(straight) if any(k.startswith('eval/') for k in r)]
+  assert [r['epoch'] for r in evaluated] == [r['step'] / 8 for r in evaluated] and evaluated  # Full precision.
+  lines = [m for m in messages if m.startswith('epoch ')]
+  assert [line.split(':')[0] for line in lines] == [f'epoch {format_epoch(r["epoch"])}' for r in evaluated]
+  (done,) = [m for m in messages if m.startswith('Done: ')]
+  assert f'  epoch {format_epoch(NUM_STEPS / 8)}  ' in f'{done}  '
 
 
 def read_events(workdir: str) -> list[event_pb2.Event]:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from experiments.epochs import format_epoch
 from scripts import report
 
 
@@ -81,3 +82,18 @@ def test_bad_reach_says_the_expected_form(text):
 def test_main_exits_1_with_the_message(tmp_path, capsys):
   assert report.main([str(tmp_path / 'missing'), '--metrics', 'x', '--epochs', '1']) == 1
   assert 'metrics.jsonl: not found' in capsys.readouterr().err
+
+
+def test_epochs_printed_rounded_to_two_decimals_or_two_significant_digits(tmp_path):
+  assert [format_epoch(e) for e in (0.002909090909090909, 49 / 6, 8.0, 0.125, 1e-5, 0.0)] == [
+    '0.0029',
+    '8.17',
+    '8',
+    '0.12',
+    '0.00001',
+    '0',
+  ]
+  # The first epoch reaching a threshold, as logged mid-epoch at full precision, is printed rounded.
+  run = write_run(tmp_path / 'ln', {'model': {'norm': 'ln'}}, [{'step': 1, 'epoch': 2 / 275, 'eval/test/error': 0.1}])
+  table = report.make_table(load(run), ['eval/test/error'], [1], [('eval/test/error', 0.2)])
+  assert table.splitlines()[2] == '| LayerNorm | - | 0.0073 |'

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from experiments.epochs import format_epoch
 from experiments.loop.steps import GUARDED_METRICS
 
 
@@ -46,10 +47,16 @@ def final_metrics(rows: list[dict], step: int) -> dict[str, float]:
   return final
 
 
+def _format(key: str, value) -> str:
+  if key == 'epoch' and isinstance(value, int | float):
+    return format_epoch(value)
+  return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
 def summary(metrics: dict[str, float], limit: int = 12) -> str:
   """A short, rounded one-line view of metrics: evaluation and best/ values first, training means after."""
   order = lambda k: (not k.startswith(('best/', 'eval/')), not k.startswith('train_epoch/'), k)
   keys = [k for k in sorted(metrics, key=order) if not k.startswith(('train/grad', 'train/param', 'train/update'))]
-  shown = [f'{k} {metrics[k]:.4g}' if isinstance(metrics[k], float) else f'{k} {metrics[k]}' for k in keys[:limit]]
+  shown = [f'{k} {_format(k, metrics[k])}' for k in keys[:limit]]
   more = len(keys) - limit
   return '  '.join(shown) + (f'  (+{more} more in metrics.jsonl)' if more > 0 else '')

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import workdir as wd
+from experiments.epochs import format_epoch
 from experiments.loop import best as best_lib
 from experiments.loop import checkpoints, evaluation, interrupts, metrics, progress, state_io, steps
 from experiments.loop import data as data_lib
@@ -315,10 +316,10 @@ class _Run:
       'perf/examples_per_sec': steps_per_sec * self.config.batch_size,
     }
     logging.info(
-      'step %d/%d  epoch %.2f  loss %.5g  %.1f steps/s  %.0f examples/s  ETA %s',
+      'step %d/%d  epoch %s  loss %.5g  %.1f steps/s  %.0f examples/s  ETA %s',
       step,
       self.schedule.total_steps,
-      step / self.schedule.steps_per_epoch,
+      format_epoch(step / self.schedule.steps_per_epoch),
       row['train/loss'],
       steps_per_sec,
       steps_per_sec * self.config.batch_size,
@@ -359,7 +360,9 @@ class _Run:
     self.since_eval = metrics.Means()
     if self.best_metric:
       self._select(state, step, row)
-    logging.info('epoch %s: %s', row['epoch'], metrics.summary({k: v for k, v in row.items() if k != 'epoch'}))
+    logging.info(
+      'epoch %s: %s', format_epoch(row['epoch']), metrics.summary({k: v for k, v in row.items() if k != 'epoch'})
+    )
     return row
 
   def _select(self, state: dict, step: int, row: dict[str, float]) -> None:
