@@ -3,7 +3,7 @@
 One `Result` per table or figure (Table 2 and Figure 1 share their runs, as do Table 3 and Figure 3). A result names
 its config file (whose `sweep(add)` is the grid), how its runs are labelled, the numbers read from each run's logs
 (`Measure`: a metric's last, smallest or largest logged value, or the step a curve first reaches a level), the
-paper's numbers or claim (typed in from the paper, tagged in PAPER.md), and the claims a verdict rests on (`Claim`).
+paper's numbers or claim (typed in from the paper, see docs/paper.md), and the claims a verdict rests on (`Claim`).
 
 Verdicts follow one rule everywhere: a claim "A is better than B" holds when A's mean over seeds beats B's by more
 than the spread (max - min) between either's seeds; a smaller difference is "within spread", not a reproduction.
