@@ -1,7 +1,7 @@
 """The attentive reader's training step: LN-LSTM reader against the plain-LSTM reader and against PyTorch, in one run.
 
-    python -m benchmarks.attentive_reader [--repeats 10] [--norms none,ln,bn] [--no-torch]
-        [--torch-modes eager,compile] [--torch-threads 2] [--json OUT]
+    python -m benchmarks.attentive_reader [--repeats 10] [--norms none,ln,bn] [--no_torch]
+        [--torch_modes eager,compile] [--torch_threads 2] [--json OUT]
 
 Each JAX candidate is the training step of the CPU-scale config (`configs/attentive_reader.py`: dim 128, batch 64,
 procedural passages padded to 42 tokens, queries to 4) as the experiment's loop runs it: the loop's jitted chunk of
@@ -15,7 +15,7 @@ When torch imports (it is not in requirements.txt: `pip install -r benchmarks/re
 reader written in PyTorch (`benchmarks/attentive_reader_torch.py`: an `nn.LSTMCell`-style loop with `nn.LayerNorm`,
 started from the JAX LN reader's weights) joins the same round-robin: one training step (forward, backward, the same
 clipping, Adam) in eager mode and with `torch.compile` (`compile`); if compiling fails, TorchScript (`script`, the
-cells scripted) stands in and the run says so. `--torch-threads` defaults to the CPUs this process may use (what
+cells scripted) stands in and the run says so. `--torch_threads` defaults to the CPUs this process may use (what
 XLA's thread pool uses), so that both frameworks get the same cores; pin them with `taskset`.
 """
 
@@ -34,6 +34,7 @@ from benchmarks.layer_norm import environment
 from configs import attentive_reader as ar_config
 from experiments import allocator
 from experiments import attentive_reader as ar
+from experiments.flag_spelling import add_flag
 from experiments.loop import state as state_lib
 from experiments.loop import steps as loop_steps
 
@@ -105,10 +106,14 @@ def torch_steps(jax_model, batch: dict, entity_ids, config, modes: list[str]) ->
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--norms', default='none,ln', help='JAX readers, comma-separated; the first is the reference')
-  parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
-  parser.add_argument('--torch-modes', default='eager,compile', help=f'of {", ".join(TORCH_MODES)}')
-  parser.add_argument(
-    '--torch-threads', type=timing.positive_int, default=len(os.sched_getaffinity(0)), help='torch.set_num_threads'
+  add_flag(parser, '--no_torch', action='store_true', help='skip PyTorch even when it is installed')
+  add_flag(parser, '--torch_modes', default='eager,compile', help=f'of {", ".join(TORCH_MODES)}')
+  add_flag(
+    parser,
+    '--torch_threads',
+    type=timing.positive_int,
+    default=len(os.sched_getaffinity(0)),
+    help='torch.set_num_threads',
   )
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
   norms = args.norms.split(',')
   modes = [m for m in args.torch_modes.split(',') if m]
   if any(m not in TORCH_MODES for m in modes):
-    raise SystemExit(f'--torch-modes: choose from {", ".join(TORCH_MODES)}; got {args.torch_modes!r}.')
+    raise SystemExit(f'--torch_modes: choose from {", ".join(TORCH_MODES)}; got {args.torch_modes!r}.')
   use_torch = torch is not None and not args.no_torch and bool(modes)
   if use_torch:
     torch.set_num_threads(args.torch_threads)
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
   fns = dict(steps)
   if use_torch:
     if 'ln' not in norms:
-      raise SystemExit('The PyTorch reader is the LN-LSTM one: keep ln in --norms (or pass --no-torch).')
+      raise SystemExit('The PyTorch reader is the LN-LSTM one: keep ln in --norms (or pass --no_torch).')
     ln = steps['jax ln']
     fns.update(torch_steps(ln.model(), ln.batch, data.entity_ids, config, modes))
   per_call = timing.compare(fns, repeats=args.repeats, warmup=args.warmup)

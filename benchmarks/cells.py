@@ -1,11 +1,11 @@
 """Layer-normalized recurrent cells against their plain counterparts: LN-LSTM vs LSTM, LN-GRU vs GRU.
 
     python -m benchmarks.cells [--hidden 400,1000] [--batch 32,128] [--steps 100] [--repeats 10] [--json OUT]
-        [--floor] [--random-cotangent] [--scan-too]
+        [--floor] [--random_cotangent] [--scan_too]
 
 Each cell of `layernorm.cells` runs through `layernorm.unroll` over `--steps` time steps, input size = hidden size,
 float32, jitted: the LSTMs and GRUs on their fused paths (`layernorm.fused_lstm`, `layernorm.fused_gru`),
-AffineLSTMCell as one `lax.scan` of the cell. `--scan-too` adds the plain and LN cells of each family through
+AffineLSTMCell as one `lax.scan` of the cell. `--scan_too` adds the plain and LN cells of each family through
 `unroll(impl='scan')`, the generic scan, to the same round-robin. Two passes:
   * fwd: the outputs of every step.
   * fwd+bwd: the gradient of the sum of the outputs with respect to the parameters and the inputs.
@@ -33,6 +33,7 @@ from flax import nnx
 
 from benchmarks import timing
 from benchmarks.layer_norm import environment, kernel_count
+from experiments.flag_spelling import add_flag
 from layernorm import GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, unroll
 from layernorm.cells import _lstm_update
 
@@ -54,7 +55,7 @@ class AffineLSTMCell(LNLSTMCell):
 
 
 FLOORS = {'lstm': AffineLSTMCell}
-FUSED = ('lstm', 'gru')  # Families whose cells `unroll` runs fused (`--scan-too` compares with the scan).
+FUSED = ('lstm', 'gru')  # Families whose cells `unroll` runs fused (`--scan_too` compares with the scan).
 
 
 def parse_ints(flag: str, text: str) -> list[int]:
@@ -185,12 +186,10 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--batch', default='32,128', help='batch sizes, comma-separated')
   parser.add_argument('--steps', type=int, default=100, help='time steps of the scan')
   parser.add_argument('--floor', action='store_true', help='also time AffineLSTMCell (LN replaced by x*scale+bias)')
-  parser.add_argument(
-    '--random-cotangent', action='store_true', help='fwd+bwd: the VJP with a random cotangent, not grad(sum)'
+  add_flag(
+    parser, '--random_cotangent', action='store_true', help='fwd+bwd: the VJP with a random cotangent, not grad(sum)'
   )
-  parser.add_argument(
-    '--scan-too', action='store_true', help="also time each family's cells through unroll(impl='scan')"
-  )
+  add_flag(parser, '--scan_too', action='store_true', help="also time each family's cells through unroll(impl='scan')")
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
   families = [f.strip() for f in args.cells.split(',') if f.strip()]

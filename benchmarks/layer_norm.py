@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import timing
+from experiments.flag_spelling import add_flag
 from layernorm import layer_norm, native, rms_norm
 
 try:
@@ -331,7 +332,7 @@ def environment(use_torch: bool) -> dict:
   }
   if not use_torch:
     env['torch_note'] = (
-      'PyTorch not installed: torch column skipped.' if torch is None else 'PyTorch skipped (--no-torch).'
+      'PyTorch not installed: torch column skipped.' if torch is None else 'PyTorch skipped (--no_torch).'
     )
   return env
 
@@ -341,9 +342,14 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--shapes', default=DEFAULT_SHAPES, help='comma-separated, e.g. 4x1000,32x512x768')
   timing.add_sampling_arguments(parser, repeats=30, warmup=3)
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
-  parser.add_argument(
-    '--in-graph', type=int, default=0, metavar='N', help='also time N forward calls inside one jitted loop per shape'
+  add_flag(parser, '--no_torch', action='store_true', help='skip PyTorch even when it is installed')
+  add_flag(
+    parser,
+    '--in_graph',
+    type=int,
+    default=0,
+    metavar='N',
+    help='also time N forward calls inside one jitted loop per shape',
   )
   parser.add_argument('--op', default='layer_norm', choices=['layer_norm', 'rms_norm'], help='the op to time')
   args = parser.parse_args(argv)

@@ -35,6 +35,7 @@ from benchmarks import timing
 from benchmarks.layer_norm import environment
 from configs import mnist as mnist_config
 from experiments import loop, mnist
+from experiments.flag_spelling import add_flag
 from experiments.loop import data as data_lib
 from experiments.loop import state as state_lib
 from experiments.loop import steps
@@ -244,8 +245,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--batch', default='4,128', help='batch sizes, comma-separated')
   parser.add_argument('--norms', default=','.join(NORMS), help='comma-separated: none, ln, bn')
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
-  parser.add_argument('--torch-threads', default='1,0', help='PyTorch thread counts to try; 0: its default')
-  parser.add_argument('--no-torch', action='store_true', help='skip PyTorch even when it is installed')
+  add_flag(parser, '--torch_threads', default='1,0', help='PyTorch thread counts to try; 0: its default')
+  add_flag(parser, '--no_torch', action='store_true', help='skip PyTorch even when it is installed')
   args = parser.parse_args(argv)
   norms = [n.strip() for n in args.norms.split(',') if n.strip()]
   if not norms or any(n not in NORMS for n in norms):

@@ -1,7 +1,7 @@
 """The speed regression table: every experiment's training step in the loop, beside a minimal step of the same task.
 
     python -m benchmarks.regression [--quick] [--check] [--rows mnist,attentive_reader/ln,...] [--repeats N]
-        [--write-baseline] [--json OUT]
+        [--write_baseline] [--json OUT]
 
 For each experiment at its CPU-scale config (`configs/<name>.py`), each norm it offers, and MNIST at batch 4 as well
 as 128, two candidates are timed in one process, round-robin (`benchmarks/timing.py`):
@@ -21,7 +21,7 @@ one experiment (one group) share the round-robin, so a burst of load from anothe
 status 1, naming each row, when one rises more than 15% above its baseline. `--quick` measures the rows that matter
 most (the small-batch MNIST rows, where per-step overhead shows first, and LN in the recurrent experiments) with
 fewer repeats, in about 40 s on 2 cores: run `--quick --check` before every commit that touches the loop, the
-library or a model. `--write-baseline` records the measured ratios (merged into the file; rows not measured keep
+library or a model. `--write_baseline` records the measured ratios (merged into the file; rows not measured keep
 theirs). Time on a quiet machine: the load average is printed at the start and the end.
 """
 
@@ -44,6 +44,7 @@ from benchmarks import timing
 from benchmarks.layer_norm import environment
 from benchmarks.mnist_throughput import LoopChunk
 from experiments import allocator, loop
+from experiments.flag_spelling import add_flag
 
 BASELINE_PATH = os.path.join(os.path.dirname(__file__), 'regression_baseline.json')
 TOLERANCE = 1.15  # A ratio more than 15% above its baseline fails --check.
@@ -245,9 +246,9 @@ def load_baseline(path: str) -> dict:
     with open(path) as f:
       return json.load(f)['rows']
   except FileNotFoundError:
-    raise UsageError(f'no baseline at {path}: run with --write-baseline first.') from None
+    raise UsageError(f'no baseline at {path}: run with --write_baseline first.') from None
   except (json.JSONDecodeError, KeyError, TypeError) as e:
-    raise UsageError(f'{path} is not a regression baseline ({e}); rewrite it with --write-baseline.') from None
+    raise UsageError(f'{path} is not a regression baseline ({e}); rewrite it with --write_baseline.') from None
 
 
 def write_baseline(path: str, results: Sequence[dict], env: dict) -> None:
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--check', action='store_true', help='exit 1 when a ratio is >15%% above its baseline')
   parser.add_argument('--rows', help='comma-separated experiments or rows (default: all, or the quick set)')
   parser.add_argument('--baseline', default=BASELINE_PATH, help='the baseline file (default: %(default)s)')
-  parser.add_argument('--write-baseline', action='store_true', help='record the measured ratios as the baseline')
+  add_flag(parser, '--write_baseline', action='store_true', help='record the measured ratios as the baseline')
   timing.add_sampling_arguments(parser, repeats=7, warmup=1)
   args = parser.parse_args(argv)
   rows = select_rows(args.rows, args.quick)

@@ -41,6 +41,7 @@ import ml_collections
 
 from experiments import data as data_lib
 from experiments import workdir as wd
+from experiments.flag_spelling import add_flag
 from scripts import get_data, plot, sweep
 from scripts import paper_results as pr
 
@@ -136,7 +137,7 @@ def fetched_sets(results: Sequence[pr.Result], fetch: bool) -> dict[str, str | N
   names = list(dict.fromkeys(name for r in results for name in r.data))
   if not names:
     return {}
-  if not fetch:  # --dry-run: what is there already.
+  if not fetch:  # --dry_run: what is there already.
     return {
       name: None if os.path.isfile(manifest := os.path.join(data_lib.home(name), get_data.MANIFEST)) else
       f'not fetched yet (no {manifest})'
@@ -491,7 +492,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     help='cpu scale: real (default) fetches the real data first and runs Figures 4 and 6 and Table 3 on it; '
     "default runs every config's default (8x8 digits, procedural text) and fetches nothing",
   )
-  parser.add_argument('--dry-run', action='store_true', help='print what would run and what is done; run nothing')
+  add_flag(parser, '--dry_run', action='store_true', help='print what would run and what is done; run nothing')
   sweep.add_launch_arguments(parser)
   args = parser.parse_args(argv)
   try:

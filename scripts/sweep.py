@@ -1,6 +1,6 @@
 """Launches the grid a config declares in its `sweep(add)`: one experiment run, with its own workdir, per point.
 
-  python -m scripts.sweep configs/mnist.py --variant smoke --root runs/fig6 --dry-run      # print the commands
+  python -m scripts.sweep configs/mnist.py --variant smoke --root runs/fig6 --dry_run      # print the commands
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --jobs 2                       # local process pool
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --seeds 3                      # each point 3 times
   python -m scripts.sweep configs/mnist.py --root runs/fig6 --executor slurm --slurm_partition gpu --gpus_per_node 1
@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import submitit
+
+from experiments.flag_spelling import add_flag
 
 EXECUTORS = ('local', 'slurm', 'submitit-local')
 
@@ -311,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--variant', help='config variant, passed as --config CONFIG:VARIANT (e.g. smoke)')
   parser.add_argument('--root', required=True, help='directory holding one workdir per point')
   parser.add_argument('--seeds', type=int, default=1, help='runs per point, config.seed 0..N-1 (default 1)')
-  parser.add_argument('--dry-run', action='store_true', help='print the commands, launch nothing')
+  add_flag(parser, '--dry_run', action='store_true', help='print the commands, launch nothing')
   parser.add_argument(
     '--set',
     dest='extra',

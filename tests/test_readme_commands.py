@@ -3,7 +3,7 @@ README, docs/*.md) at least parses, as written.
 
 The blocks run under bash with `python` replaced by a recorder, so that loops, variables and line continuations
 expand as they would for a reader; then each experiment command runs with --dry_run (flags, config file, variants,
-validate) and a tmp workdir, each sweep with --dry-run, and each plot/report/picture command must read a workdir
+validate) and a tmp workdir, each sweep with --dry_run, and each plot/report/picture command must read a workdir
 that a command in these files creates.
 """
 
@@ -114,7 +114,7 @@ def test_experiment_command_parses(args, tmp_path):
 @pytest.mark.parametrize('args', [c for c in COMMANDS if c[1] == 'scripts.sweep'], ids=' '.join)
 def test_sweep_command_parses(args, tmp_path):
   args = _replace(args, '--root', str(tmp_path / 'sweep'))
-  args += [] if '--dry-run' in args else ['--dry-run']
+  args += [] if '--dry_run' in args else ['--dry_run']
   result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert '--workdir' in result.stdout
@@ -150,7 +150,7 @@ def test_reader_modules_parse_their_flags(module):
 @pytest.mark.parametrize('args', [c for c in COMMANDS if c[1] == 'scripts.reproduce'], ids=' '.join)
 def test_reproduce_command_plans_its_runs(args, tmp_path):
   args = _replace(_replace(args, '--root', str(tmp_path / 'runs')), '--out', str(tmp_path / 'report'))
-  result = subprocess.run([sys.executable, *args, '--dry-run'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = subprocess.run([sys.executable, *args, '--dry_run'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'to run' in result.stdout and ' --workdir ' + str(tmp_path / 'runs') in result.stdout
   assert not os.path.exists(tmp_path / 'runs') and not os.path.exists(tmp_path / 'report')

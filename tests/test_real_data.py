@@ -200,7 +200,7 @@ def test_fetching_reports_why_a_data_set_could_not_be_had(monkeypatch, data_home
   monkeypatch.setattr(get_data, 'Fetcher', Fetcher)
   why = reproduce.fetched_sets([_result('fig6'), _result('fig4')], fetch=True)
   assert why == {name: f'{name}: not to be had: the test says so' for name in ('mnist', 'binarized_mnist')}
-  # --dry-run fetches nothing: a set is there when get_data's manifest is.
+  # --dry_run fetches nothing: a set is there when get_data's manifest is.
   (data_home / 'mnist').mkdir(parents=True)
   (data_home / 'mnist' / get_data.MANIFEST).write_text('{}')
   dry = reproduce.fetched_sets([_result('fig6'), _result('fig4')], fetch=False)

@@ -51,7 +51,7 @@ def test_a_corrupt_or_missing_baseline_is_one_clear_error(tmp_path, capsys):
   with pytest.raises(SystemExit) as missing:
     regression.load_baseline(str(tmp_path / 'missing.json'))
   assert missing.value.code == 2
-  assert re.fullmatch(r'Error: no baseline at .*run with --write-baseline first\.\n', capsys.readouterr().err)
+  assert re.fullmatch(r'Error: no baseline at .*run with --write_baseline first\.\n', capsys.readouterr().err)
   bad = tmp_path / 'bad.json'
   bad.write_text('{"rows": ')
   with pytest.raises(SystemExit) as corrupt:

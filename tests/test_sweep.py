@@ -75,7 +75,7 @@ def fake_experiment(tmp_path, monkeypatch):
 def test_dry_run_prints_one_command_per_point(tmp_path, capsys):
   config = write_config(tmp_path)
   root = str(tmp_path / 'runs' / 'fig6')
-  assert sweep.main([config, '--variant', 'smoke', '--root', root, '--dry-run']) == 0
+  assert sweep.main([config, '--variant', 'smoke', '--root', root, '--dry_run']) == 0
   commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
   assert len(commands) == 7
   # Keys get_config accepts as variants go after the colon (so what the variant derives is set too); the rest are
