@@ -106,9 +106,10 @@ def test_every_result_names_a_sweep_with_its_labelled_points():
   for result in pr.RESULTS:
     if result.config is None:
       continue
-    points = reproduce.result_points(result, 'cpu', 'root', 1, 'python')
-    keys = {reproduce.point_key(p) for p in points}
-    assert set(result.labels) == keys, result.key
+    for variant in (None, 'smoke', 'paper', *(('real',) if result.real_variant else ())):  # Every scale's points.
+      points = reproduce.result_points(result, variant, 'root', 1, 'python')
+      keys = {reproduce.point_key(p) for p in points}
+      assert set(result.labels) == keys, (result.key, variant)
 
 
 def test_seeds_add_runs_beside_seed_zero(tmp_path):
