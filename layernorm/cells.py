@@ -7,12 +7,14 @@ Every cell is an `nnx.RNNCellBase` with flax's cell protocol: `cell(carry, x) ->
 (tests/test_rnn_protocol.py), except that `unroll` also freezes the carry at padded steps and zeroes their outputs.
 
 Projections are fused, one matmul for `W_x x` and one for `W_h h`, in flax's layouts: the LSTM family stores
-`dense_i.kernel` (D x 4H), `dense_h.kernel` (H x 4H) and `bias` (4H) in flax's gate order (i, f, g, o); the GRU
-family stores `dense_i` (D x 3H) and `dense_h` (H x 3H) in the order (r, z, n). With normalization off, `LSTMCell`
-and `GRUCell` equal flax's `OptimizedLSTMCell` and `GRUCell` given the same weights. The layer-normalized cells
-normalize each fused block as the authors' code does: one mean and variance over all gates of `W_x x`, another over
-all gates of `W_h h`. Parameters are float32; the new carry keeps the incoming carry's dtype, so `lax.scan` sees a
-fixed carry type whatever the input precision.
+`dense_i.kernel` (D x 4H), `dense_h.kernel` (H x 4H) and `bias` (4H) in flax's gate order (i, f, g, o); the GRU family
+stores `dense_i` (D x 3H) and `dense_h` (H x 3H) in the order (r, z, n). With normalization off, `LSTMCell` and
+`GRUCell` equal flax's `OptimizedLSTMCell` and `GRUCell` given the same weights. The layer-normalized cells normalize
+each fused block as the authors' code does: one mean and variance over all gates of `W_x x`, another over all gates of
+`W_h h`. The RMS-normalized cells (`RMSLSTMCell`, `RMSGRUCell`, `RMSDRAWLSTMCell`) put an RMS norm (Zhang & Sennrich
+2019: no centring, a gain, no offset) wherever their LN counterpart has a layer norm, over the same blocks; the bias
+each keeps is said in its docstring. Parameters are float32; the new carry keeps the incoming carry's dtype, so
+`lax.scan` sees a fixed carry type whatever the input precision.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from layernorm.normalization import LayerNorm, batch_norm_statistics
+from layernorm.normalization import LayerNorm, RMSNorm, batch_norm_statistics
 from layernorm.ops import compute_dtype
 
 Array = jax.Array
@@ -159,6 +161,19 @@ class LSTMCell(_LSTMBase):
     return (new_c_BxH.astype(c_BxH.dtype), new_h_BxH), new_h_BxH
 
 
+def _normalized_lstm_step(cell: _LSTMBase, norm_i, norm_h, norm_c, carry, x):
+  """Eq. 20-22 with the given norms (LN or RMS) of W_x x, of W_h h (None: the plain gates, as DRAW's) and of c."""
+  _check_input(cell, x)
+  c_BxH, h_BxH = carry
+  if norm_i is None:
+    gates_Bx4H = cell.dense_i(x) + cell.dense_h(h_BxH) + cell.bias[...]
+  else:
+    gates_Bx4H = norm_i(cell.dense_i(x)) + norm_h(cell.dense_h(h_BxH)) + cell.bias[...]
+  new_c_BxH, o_BxH = _lstm_update(gates_Bx4H, c_BxH)
+  new_h_BxH = (o_BxH * jnp.tanh(norm_c(new_c_BxH))).astype(h_BxH.dtype)
+  return (new_c_BxH.astype(c_BxH.dtype), new_h_BxH), new_h_BxH
+
+
 class LNLSTMCell(_LSTMBase):
   """The layer-normalized LSTM (eq. 20-22).
 
@@ -176,12 +191,31 @@ class LNLSTMCell(_LSTMBase):
     self.ln_c = LayerNorm(hidden_features)
 
   def __call__(self, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
-    _check_input(self, x)
-    c_BxH, h_BxH = carry
-    gates_Bx4H = self.ln_i(self.dense_i(x)) + self.ln_h(self.dense_h(h_BxH)) + self.bias[...]
-    new_c_BxH, o_BxH = _lstm_update(gates_Bx4H, c_BxH)
-    new_h_BxH = (o_BxH * jnp.tanh(self.ln_c(new_c_BxH))).astype(h_BxH.dtype)
-    return (new_c_BxH.astype(c_BxH.dtype), new_h_BxH), new_h_BxH
+    return _normalized_lstm_step(self, self.ln_i, self.ln_h, self.ln_c, carry, x)
+
+
+class RMSLSTMCell(_LSTMBase):
+  """The RMS-normalized LSTM: `LNLSTMCell` with each layer norm an RMS norm (Zhang & Sennrich 2019's recurrent form).
+
+  `RMS(W_h h) g_h + RMS(W_x x) g_x + b`, each RMS over the whole 4H block as LN is in eq. 20-22;
+  `h = sigmoid(o) * tanh(RMS(c) g_c)`, the carried `c` left un-normalized; `RMS(v) = v / sqrt(mean(v^2) + eps)`.
+
+  The bias: the RMS norms have gains only (`RMSNorm`, as flax's `nnx.RMSNorm`), no offsets. In the gates nothing is
+  lost: LN's two offsets only ever add to `b`, which the cell keeps and adds once after the norms (the RMSNorm
+  paper's `f(RMS(a) g + b)`). The one offset without a counterpart is LN(c)'s inside the output tanh, which the RMS
+  cell drops. Gains start at 1; eps = 1e-6 (flax's `RMSNorm` default; LN's is 1e-5).
+
+  Args: as `LSTMCell`, and `epsilon`: added to the mean square.
+  """
+
+  def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, epsilon: float = 1e-6, **kwargs):
+    super().__init__(in_features, hidden_features, rngs=rngs, **kwargs)
+    self.rms_i = RMSNorm(4 * hidden_features, epsilon=epsilon)
+    self.rms_h = RMSNorm(4 * hidden_features, epsilon=epsilon)
+    self.rms_c = RMSNorm(hidden_features, epsilon=epsilon)
+
+  def __call__(self, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
+    return _normalized_lstm_step(self, self.rms_i, self.rms_h, self.rms_c, carry, x)
 
 
 class DRAWLSTMCell(_LSTMBase):
@@ -195,12 +229,22 @@ class DRAWLSTMCell(_LSTMBase):
     self.ln_c = LayerNorm(hidden_features)
 
   def __call__(self, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
-    _check_input(self, x)
-    c_BxH, h_BxH = carry
-    gates_Bx4H = self.dense_i(x) + self.dense_h(h_BxH) + self.bias[...]
-    new_c_BxH, o_BxH = _lstm_update(gates_Bx4H, c_BxH)
-    new_h_BxH = (o_BxH * jnp.tanh(self.ln_c(new_c_BxH))).astype(h_BxH.dtype)
-    return (new_c_BxH.astype(c_BxH.dtype), new_h_BxH), new_h_BxH
+    return _normalized_lstm_step(self, None, None, self.ln_c, carry, x)
+
+
+class RMSDRAWLSTMCell(_LSTMBase):
+  """DRAW's LSTM with an RMS norm (gain only, no offset, eps 1e-6) where `DRAWLSTMCell` has its one LN: on the copy
+  of `c` that enters the output tanh. The gates keep the plain LSTM's bias `b`.
+
+  Args: as `RMSLSTMCell`.
+  """
+
+  def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, epsilon: float = 1e-6, **kwargs):
+    super().__init__(in_features, hidden_features, rngs=rngs, **kwargs)
+    self.rms_c = RMSNorm(hidden_features, epsilon=epsilon)
+
+  def __call__(self, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
+    return _normalized_lstm_step(self, None, None, self.rms_c, carry, x)
 
 
 class StepBatchNorm(nnx.Module):
@@ -403,5 +447,47 @@ class LNGRUCell(_GRUBase):
     gates_Bx2H = self.ln_i_gates(xw_Bx3H[..., :n_gates]) + self.ln_h_gates(uh_Bx3H[..., :n_gates])
     r, z = jnp.split(jax.nn.sigmoid(gates_Bx2H), 2, axis=-1)
     n = jnp.tanh(self.ln_i_cand(xw_Bx3H[..., n_gates:]) + r * self.ln_h_cand(uh_Bx3H[..., n_gates:]))
+    new_h_BxH = ((1.0 - z) * n + z * h_BxH).astype(h_BxH.dtype)
+    return new_h_BxH, new_h_BxH
+
+
+class RMSGRUCell(_GRUBase):
+  """The RMS-normalized GRU: `LNGRUCell` with each of its four layer norms an RMS norm (Zhang & Sennrich 2019's
+  recurrent form), over the same blocks: the 2H gate block of `W_x x` and of `W_h h`, and the H candidate part of
+  each; the reset gate multiplies the normalized `U h`.
+
+  `r, z = sigmoid(RMS(W_x x)_g g_ig + RMS(W_h h)_g g_hg + b_g)`, `n = tanh(RMS(W x) g_ic + b_n + r * RMS(U h) g_hc)`,
+  `h' = (1 - z) * n + z * h`.
+
+  The bias: the RMS norms have gains only, no offsets, so the cell keeps its own input bias `bias` (3H, zeros at
+  first), added after the norms (the RMSNorm paper's `f(RMS(a) g + b)`), where `GRUCell`'s input bias acts; in
+  `LNGRUCell` the LN offsets of `W_x x` (and of the gate block of `W_h h`, which add to the same sums) play its role.
+  LN's offset inside the reset product, of `U h`'s candidate part, has no counterpart: as in `GRUCell` (and flax's),
+  the reset gate multiplies a bias-free `U h`. The input projection has no bias of its own (it would be normalized
+  away up to its RMS). Gains start at 1; eps = 1e-6 (flax's `RMSNorm` default).
+
+  Args: as `GRUCell`, and `epsilon`: added to the mean square.
+  """
+
+  input_bias = False
+
+  def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, epsilon: float = 1e-6, **kwargs):
+    super().__init__(in_features, hidden_features, rngs=rngs, **kwargs)
+    h = hidden_features
+    self.bias = nnx.Param(jnp.zeros((3 * h,), jnp.float32))
+    self.rms_i_gates = RMSNorm(2 * h, epsilon=epsilon)
+    self.rms_h_gates = RMSNorm(2 * h, epsilon=epsilon)
+    self.rms_i_cand = RMSNorm(h, epsilon=epsilon)
+    self.rms_h_cand = RMSNorm(h, epsilon=epsilon)
+
+  def __call__(self, h_BxH: Array, x: Array) -> tuple[Array, Array]:
+    _check_input(self, x)
+    n_gates = 2 * self.hidden_features
+    xw_Bx3H, uh_Bx3H = self.dense_i(x), self.dense_h(h_BxH)
+    bias = self.bias[...]
+    gates_Bx2H = self.rms_i_gates(xw_Bx3H[..., :n_gates]) + self.rms_h_gates(uh_Bx3H[..., :n_gates]) + bias[:n_gates]
+    r, z = jnp.split(jax.nn.sigmoid(gates_Bx2H), 2, axis=-1)
+    xn = self.rms_i_cand(xw_Bx3H[..., n_gates:]) + bias[n_gates:]
+    n = jnp.tanh(xn + r * self.rms_h_cand(uh_Bx3H[..., n_gates:]))
     new_h_BxH = ((1.0 - z) * n + z * h_BxH).astype(h_BxH.dtype)
     return new_h_BxH, new_h_BxH

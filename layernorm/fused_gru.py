@@ -1,8 +1,9 @@
-"""`GRUCell` and `LNGRUCell` on the fused path (`layernorm.fused_rnn`): what `unroll` runs for them.
+"""`GRUCell`, `LNGRUCell` and `RMSGRUCell` on the fused path (`layernorm.fused_rnn`): what `unroll` runs for them.
 
-The step after its two matmuls (eq. 23-25, and eq. 26-28 with its four layer norms, exactly as the cells' `__call__`
-computes them: the reset gate multiplies the (normalized) `U h`, after the matmul; `GRUCell`'s input bias, which
-`LNGRUCell` lacks, is added to `W_x x`; `unroll`'s padding rule) is one native kernel forward and one backward
+The step after its two matmuls (eq. 23-25, and eq. 26-28 with its four layer norms or, for the RMS-GRU, RMS norms,
+exactly as the cells' `__call__` computes them: the reset gate multiplies the (normalized) `U h`, after the matmul;
+`GRUCell`'s input bias, which `LNGRUCell` lacks, is added to `W_x x`, and `RMSGRUCell`'s to the normalized `W_x x`;
+`unroll`'s padding rule) is one native kernel forward and one backward
 (`csrc/gru_step_cpu.cc`); `_step` is the same step in jnp, which runs off CPU or with `LAYERNORM_NATIVE=0`. The
 h that enters the update `h' = (1 - z) n + z h` directly is the one part of d h_prev that skips W_h. Tests:
 tests/test_fused_gru.py.
@@ -16,19 +17,19 @@ import jax
 import jax.numpy as jnp
 
 from layernorm import cells, fused_rnn, native
-from layernorm.ops import layer_norm
+from layernorm.ops import layer_norm, rms_norm
 
 Array = jax.Array
 
 
 class Weights(NamedTuple):
   """The parameters of one cell, gates in the order (r, z, n); the LN gains and biases are None for the plain GRU, the
-  input bias None for the LN-GRU (which has none)."""
+  input bias None for the LN-GRU (which has none), the norms' biases None for the RMS-GRU (gains only)."""
 
   kernel_i: Array  # (D, 3H)
   kernel_h: Array  # (H, 3H)
-  bias: Array | None = None  # (3H,) GRUCell's dense_i.bias
-  scale_ig: Array | None = None  # (2H,) LN of W_x x's gate block (r, z)
+  bias: Array | None = None  # (3H,) GRUCell's dense_i.bias, RMSGRUCell's bias
+  scale_ig: Array | None = None  # (2H,) LN (or RMS norm) of W_x x's gate block (r, z)
   bias_ig: Array | None = None
   scale_hg: Array | None = None  # (2H,) LN of W_h h's gate block
   bias_hg: Array | None = None
@@ -52,39 +53,54 @@ PACKED = (
 )
 
 
-def weights_of(cell) -> tuple[Weights, bool, float] | None:
-  """(weights, ln, eps) of a `GRUCell` or `LNGRUCell` the fused path can run, else None (any other cell, a subclass,
-  which may change the step, a recurrent projection with a bias, or an LN-GRU whose layer norms are configured
-  differently)."""
-  if type(cell) not in (cells.GRUCell, cells.LNGRUCell):
+# Each cell type the fused path runs, with the norm its step applies (`fused_rnn.NORMS`).
+NORM_OF = {cells.GRUCell: 'none', cells.LNGRUCell: 'ln', cells.RMSGRUCell: 'rms'}
+# Where each cell keeps the 3H bias added after its (normalized) input projection: GRUCell's is dense_i's (nothing
+# normalizes W_x x, so before or after is the same), RMSGRUCell's its own; LNGRUCell has none (its LN offsets).
+_BIAS_OF = {
+  'none': lambda cell: cell.dense_i.bias,
+  'ln': lambda cell: cell.dense_i.bias,
+  'rms': lambda cell: cell.bias,
+}
+_NORM_NAMES = {'ig': 'i_gates', 'hg': 'h_gates', 'ic': 'i_cand', 'hc': 'h_cand'}
+
+
+def weights_of(cell) -> tuple[Weights, str, float] | None:
+  """(weights, norm, eps) of a `GRUCell`, `LNGRUCell` or `RMSGRUCell` the fused path can run, else None (any other
+  cell, a subclass, which may change the step, a recurrent projection with a bias, an input projection with a bias
+  where the cell normalizes it, or a normalized GRU whose norms are configured differently)."""
+  norm = NORM_OF.get(type(cell))
+  if norm is None:
     return None
-  ln = type(cell) is cells.LNGRUCell
   kernels = (cell.dense_i.kernel, cell.dense_h.kernel)
-  bias = cell.dense_i.bias
-  if cell.dense_h.bias is not None or (bias is not None) == ln or not fused_rnn.float32_params(*kernels):
+  bias = _BIAS_OF[norm](cell)
+  if cell.dense_h.bias is not None or (bias is None) != (norm == 'ln') or not fused_rnn.float32_params(*kernels):
+    return None
+  if norm == 'rms' and cell.dense_i.bias is not None:
     return None
   if bias is not None and not fused_rnn.float32_params(bias):
     return None
   weights = Weights(*(k[...] for k in kernels), bias=None if bias is None else bias[...])
-  if not ln:
-    return weights, False, 0.0
-  lns = {'ig': cell.ln_i_gates, 'hg': cell.ln_h_gates, 'ic': cell.ln_i_cand, 'hc': cell.ln_h_cand}
-  norms = fused_rnn.layer_norm_params(lns)
+  if norm == 'none':
+    return weights, norm, 0.0
+  norms = fused_rnn.layer_norm_params({k: getattr(cell, f'{norm}_{name}') for k, name in _NORM_NAMES.items()})
   if norms is None:
     return None
-  return weights._replace(**norms[0]), True, norms[1]
+  return weights._replace(**norms[0]), norm, norms[1]
 
 
-def _step(px, gh, carry, lengths, t, p, eps: float, ln: bool):
-  """Eq. 26-28 (eq. 23-25 without ln) after the matmuls, as the cells' `__call__` computes them; padding rows (t >=
-  length) keep their carry and output 0."""
+def _step(px, gh, carry, lengths, t, p, eps: float, norm: str):
+  """Eq. 26-28 (eq. 23-25 with norm 'none'; RMS norms for 'rms') after the matmuls, as the cells' `__call__` computes
+  them; padding rows (t >= length) keep their carry and output 0."""
   (h,) = carry
   g = 2 * h.shape[-1]
-  if ln:
-    norm = lambda v, k: layer_norm(v, p[f'scale_{k}'], p[f'bias_{k}'], eps=eps)
-    xg, xc, hg, hc = norm(px[:, :g], 'ig'), norm(px[:, g:], 'ic'), norm(gh[:, :g], 'hg'), norm(gh[:, g:], 'hc')
+  if norm == 'ln':
+    apply = lambda v, k: layer_norm(v, p[f'scale_{k}'], p[f'bias_{k}'], eps=eps)
+  elif norm == 'rms':  # The offsets' slots hold 0: the RMS cells have gains only.
+    apply = lambda v, k: rms_norm(v, p[f'scale_{k}'], eps=eps) + p[f'bias_{k}']
   else:
-    xg, xc, hg, hc = px[:, :g], px[:, g:], gh[:, :g], gh[:, g:]
+    apply = lambda v, k: v
+  xg, xc, hg, hc = apply(px[:, :g], 'ig'), apply(px[:, g:], 'ic'), apply(gh[:, :g], 'hg'), apply(gh[:, g:], 'hc')
   r, z = jnp.split(jax.nn.sigmoid(xg + p['bias'][:g] + hg), 2, axis=-1)
   n = jnp.tanh(xc + p['bias'][g:] + r * hc)
   h_new = (1.0 - z) * n + z * h
@@ -94,7 +110,7 @@ def _step(px, gh, carry, lengths, t, p, eps: float, ln: bool):
 
 KIND = fused_rnn.Kind(
   name='gru',
-  cell_types=(cells.GRUCell, cells.LNGRUCell),
+  cell_types=tuple(NORM_OF),
   width=3,
   packed=PACKED,
   carry_size=1,

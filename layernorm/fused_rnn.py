@@ -1,5 +1,6 @@
 """A whole sequence of a recurrent cell's steps with a hand-written backward: the machinery `unroll` runs `LSTMCell`,
-`LNLSTMCell` (`layernorm.fused_lstm`), `GRUCell` and `LNGRUCell` (`layernorm.fused_gru`) through.
+`LNLSTMCell`, `RMSLSTMCell` (`layernorm.fused_lstm`), `GRUCell`, `LNGRUCell` and `RMSGRUCell` (`layernorm.fused_gru`)
+through. The RMS cells run the LN cells' kernels with the centring off (`NORMS`).
 
 `unroll` runs any cell as `lax.scan` over `cell(carry, x)`, and `jax.grad` then differentiates that scan: every
 backward step does four matmuls (d h_prev, d x_t, and the two weight gradients accumulated inside the loop) and, for
@@ -23,7 +24,7 @@ jnp reference and its transpose is JAX's. Both give the scan's values within flo
 (tests/test_fused_lstm.py, tests/test_fused_gru.py).
 
 Trade-off: a `jax.custom_vjp`, so forward-mode derivatives (`jvp`, `jacfwd`, `hessian`) of a fused unroll are not
-available: pass `unroll(..., impl='scan')` for those. And a second implementation of four cells to keep equal to
+available: pass `unroll(..., impl='scan')` for those. And a second implementation of six cells to keep equal to
 their `__call__` (the tests compare them, values and gradients).
 """
 
@@ -42,6 +43,9 @@ from flax import nnx
 from layernorm import native
 
 Array = jax.Array
+# What a fused cell's step normalizes with: nothing (the plain cells), layer norm (the LN cells, eq. 20-22 and 26-28)
+# or RMS norm (the RMS cells: the same blocks, no centring; Zhang & Sennrich 2019).
+NORMS = tuple(native.STEP_NORMS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +63,12 @@ class Kind:
   width: int  # The projections' width in units of H: 4 (LSTM), 3 (GRU).
   packed: tuple[tuple[str, int], ...]  # (name, size in units of H), in the order the kernels read them.
   carry_size: int
-  weights_of: Callable[[nnx.Module], Any]  # cell (of an exact type in cell_types) -> (weights, ln, eps) | None
-  # (px, gh, carry tuple, lengths, t, parts: name -> slice of packed, eps, ln) -> (new carry tuple, y), in jnp.
+  weights_of: Callable[[nnx.Module], Any]  # cell (of an exact type in cell_types) -> (weights, norm, eps) | None
+  # (px, gh, carry tuple, lengths, t, parts: name -> slice of packed, eps, norm) -> (new carry tuple, y), in jnp.
   step: Callable
-  # (px, gh, *carry, lengths, t, packed, eps, ln) -> (*new carry, y), the native forward.
+  # (px, gh, *carry, lengths, t, packed, eps, norm) -> (*new carry, y), the native forward.
   kernel_forward: Callable
-  # (px, gh, *carry, *d carry, dy, lengths, t, packed, eps, ln) -> (d px, d gh, *d carry before the step (h's
+  # (px, gh, *carry, *d carry, dy, lengths, t, packed, eps, norm) -> (d px, d gh, *d carry before the step (h's
   # part that skips W_h), d packed), the native backward.
   kernel_backward: Callable
 
@@ -112,41 +116,45 @@ class Kind:
       offset += size * hidden
     return out
 
-  def reference_step(self, px, gh, carry, lengths, t, packed, eps: float, ln: bool):
+  def reference_step(self, px, gh, carry, lengths, t, packed, eps: float, norm: str):
     """The step after its matmuls in jnp, from the packed parameters: (new carry tuple, y); what `kernel_forward`
     computes."""
-    return self.step(px, gh, tuple(carry), lengths, t, self.unpack(packed, carry[-1].shape[-1]), eps, ln)
+    return self.step(px, gh, tuple(carry), lengths, t, self.unpack(packed, carry[-1].shape[-1]), eps, norm)
 
-  def reference_step_backward(self, px, gh, carry, dcarry, dy, lengths, t, packed, eps, ln):
+  def reference_step_backward(self, px, gh, carry, dcarry, dy, lengths, t, packed, eps, norm):
     """JAX's transpose of `reference_step`: (d px, d gh, d carry tuple (h's part that skips W_h), d packed); what
     `kernel_backward` computes."""
-    step = lambda px, gh, carry, packed: self.reference_step(px, gh, carry, lengths, t, packed, eps, ln)
+    step = lambda px, gh, carry, packed: self.reference_step(px, gh, carry, lengths, t, packed, eps, norm)
     _, vjp = jax.vjp(step, px, gh, tuple(carry), packed)
     return vjp((tuple(dcarry), dy))
 
 
 def plain_layer_norm(ln: nnx.Module) -> float | None:
-  """The eps of an LN module the fused path computes exactly (gain and bias, last axis, float32, no mask), else None."""
+  """The eps of an LN (or RMS norm) module the fused path computes exactly (gain and bias, the RMS norm's gain only;
+  last axis, float32, no mask), else None."""
+  has_bias = ln.center  # `RMSNorm` has no bias, `LayerNorm` must have one.
   plain = (
     ln.scale is not None
-    and ln.bias is not None
+    and (ln.bias is not None) == has_bias
     and ln.dtype in (None, jnp.float32)
     and ln.axis_name is None
     and ln.reduction_axes in (-1, (-1,))
     and ln.feature_axes in (-1, (-1,))
     and ln.scale[...].dtype == jnp.float32
-    and ln.bias[...].dtype == jnp.float32
+    and (not has_bias or ln.bias[...].dtype == jnp.float32)
   )
   return float(ln.epsilon) if plain else None
 
 
 def layer_norm_params(lns: dict[str, nnx.Module]) -> tuple[dict[str, Array], float] | None:
   """({'scale_<key>': gain, 'bias_<key>': offset} of every LN, their common eps), or None where one is not plain
-  (`plain_layer_norm`) or their epsilons differ (the kernels take one)."""
+  (`plain_layer_norm`) or their epsilons differ (the kernels take one). RMS norms give their gains only: their
+  offsets' slots stay None (packed as 0, their cotangents dropped)."""
   eps = {plain_layer_norm(ln) for ln in lns.values()}
   if len(eps) != 1 or None in eps:
     return None
-  return {f'{k}_{key}': getattr(ln, k)[...] for key, ln in lns.items() for k in ('scale', 'bias')}, eps.pop()
+  params = {f'{k}_{key}': getattr(ln, k) for key, ln in lns.items() for k in ('scale', 'bias')}
+  return {name: p[...] for name, p in params.items() if p is not None}, eps.pop()
 
 
 def float32_params(*params: nnx.Param) -> bool:
@@ -155,36 +163,36 @@ def float32_params(*params: nnx.Param) -> bool:
 
 def run(kind: Kind, fused: tuple[NamedTuple, bool, float], xs_TxBxD: Array, carry, lengths_B: Array):
   """`sequence` from the cell's own carry (as `plan` accepted it) to (its carry, ys_TxBxH)."""
-  weights, ln, eps = fused
-  new_carry, ys_TxBxH = sequence(kind, weights, xs_TxBxD, kind.carry_leaves(carry), lengths_B, ln, eps)
+  weights, norm, eps = fused
+  new_carry, ys_TxBxH = sequence(kind, weights, xs_TxBxD, kind.carry_leaves(carry), lengths_B, norm, eps)
   return (new_carry[0] if kind.carry_size == 1 else tuple(new_carry)), ys_TxBxH
 
 
-def _step_forward(kind, px, gh, carry, lengths, t, packed, eps, ln):
-  reference = lambda *a: kind.reference_step(*a, eps, ln)
+def _step_forward(kind, px, gh, carry, lengths, t, packed, eps, norm):
+  reference = lambda *a: kind.reference_step(*a, eps, norm)
   if not native.available(np.float32):
     return reference(px, gh, carry, lengths, t, packed)
 
   def kernel(px, gh, carry, lengths, t, packed):
-    *new, y = kind.kernel_forward(px, gh, *carry, lengths, t, packed, eps, ln)
+    *new, y = kind.kernel_forward(px, gh, *carry, lengths, t, packed, eps, norm)
     return tuple(new), y
 
   return jax.lax.platform_dependent(px, gh, carry, lengths, t, packed, cpu=kernel, default=reference)
 
 
-def _step_backward(kind, px, gh, carry, dcarry, dy, lengths, t, packed, eps, ln):
-  reference = lambda *a: tuple(kind.reference_step_backward(*a, eps, ln))
+def _step_backward(kind, px, gh, carry, dcarry, dy, lengths, t, packed, eps, norm):
+  reference = lambda *a: tuple(kind.reference_step_backward(*a, eps, norm))
   if not native.available(np.float32):
     return reference(px, gh, carry, dcarry, dy, lengths, t, packed)
 
   def kernel(px, gh, carry, dcarry, dy, lengths, t, packed):
-    dpx, dgh, *dprev, dpacked = kind.kernel_backward(px, gh, *carry, *dcarry, dy, lengths, t, packed, eps, ln)
+    dpx, dgh, *dprev, dpacked = kind.kernel_backward(px, gh, *carry, *dcarry, dy, lengths, t, packed, eps, norm)
     return dpx, dgh, tuple(dprev), dpacked
 
   return jax.lax.platform_dependent(px, gh, carry, dcarry, dy, lengths, t, packed, cpu=kernel, default=reference)
 
 
-def _forward(kind, w, xs_TxBxD, carry0, lengths, ln, eps, keep_residuals):
+def _forward(kind, w, xs_TxBxD, carry0, lengths, norm, eps, keep_residuals):
   t, b, d = xs_TxBxD.shape
   packed = kind.pack(w)
   p_TxBxWH = (xs_TxBxD.reshape(t * b, d) @ w.kernel_i).reshape(t, b, -1)
@@ -192,7 +200,7 @@ def _forward(kind, w, xs_TxBxD, carry0, lengths, ln, eps, keep_residuals):
   def step(carry, inputs):
     px_t, step_t = inputs
     gh_t = carry[-1] @ w.kernel_h
-    new_carry, y = _step_forward(kind, px_t, gh_t, carry, lengths, step_t, packed, eps, ln)
+    new_carry, y = _step_forward(kind, px_t, gh_t, carry, lengths, step_t, packed, eps, norm)
     return new_carry, ((y, gh_t, carry) if keep_residuals else y)
 
   steps = jnp.arange(t, dtype=jnp.int32)
@@ -204,8 +212,9 @@ def _forward(kind, w, xs_TxBxD, carry0, lengths, ln, eps, keep_residuals):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5, 6))
-def sequence(kind: Kind, w: NamedTuple, xs_TxBxD: Array, carry0: tuple, lengths_B: Array, ln: bool, eps: float):
-  """Runs the cell of `kind` (layer-normalized with `ln`) over time-major inputs from the carry `carry0`.
+def sequence(kind: Kind, w: NamedTuple, xs_TxBxD: Array, carry0: tuple, lengths_B: Array, norm: str, eps: float):
+  """Runs the cell of `kind` (plain, layer- or RMS-normalized, as `norm` says) over time-major inputs from the carry
+  `carry0`.
 
   Args:
     kind: the cell family.
@@ -213,22 +222,22 @@ def sequence(kind: Kind, w: NamedTuple, xs_TxBxD: Array, carry0: tuple, lengths_
     xs_TxBxD: float32 inputs, time first.
     carry0: the initial carry, a tuple of `kind.carry_size` (B, H) float32 arrays, h last.
     lengths_B: int32 valid steps per example; at steps t >= length the carry is left unchanged and the output is 0.
-    ln: the layer-normalized cell or the plain one.
-    eps: the layer norms' epsilon.
+    norm: one of `NORMS`: 'none' (the plain cell), 'ln' (the layer-normalized one) or 'rms' (the RMS-normalized one).
+    eps: the norms' epsilon.
 
   Returns:
     (carry tuple, ys_TxBxH): the final carry and every step's output, as `unroll` returns them (time-major).
   """
-  carry, ys, _ = _forward(kind, w, xs_TxBxD, carry0, lengths_B, ln, eps, keep_residuals=False)
+  carry, ys, _ = _forward(kind, w, xs_TxBxD, carry0, lengths_B, norm, eps, keep_residuals=False)
   return carry, ys
 
 
-def _sequence_fwd(kind, w, xs_TxBxD, carry0, lengths_B, ln, eps):
-  carry, ys, residuals = _forward(kind, w, xs_TxBxD, carry0, lengths_B, ln, eps, keep_residuals=True)
+def _sequence_fwd(kind, w, xs_TxBxD, carry0, lengths_B, norm, eps):
+  carry, ys, residuals = _forward(kind, w, xs_TxBxD, carry0, lengths_B, norm, eps, keep_residuals=True)
   return (carry, ys), (w, xs_TxBxD, lengths_B, residuals)
 
 
-def _sequence_bwd(kind, ln, eps, saved, cotangents):
+def _sequence_bwd(kind, norm, eps, saved, cotangents):
   w, xs_TxBxD, lengths, (packed, p, gh, carries) = saved
   dcarry_T, dys = cotangents
   t, b, d = xs_TxBxD.shape
@@ -236,7 +245,9 @@ def _sequence_bwd(kind, ln, eps, saved, cotangents):
 
   def step(dcarry, inputs):
     px_t, gh_t, carry_t, dy_t, step_t = inputs
-    dpx, dgh, dprev, dpacked = _step_backward(kind, px_t, gh_t, carry_t, dcarry, dy_t, lengths, step_t, packed, eps, ln)
+    dpx, dgh, dprev, dpacked = _step_backward(
+      kind, px_t, gh_t, carry_t, dcarry, dy_t, lengths, step_t, packed, eps, norm
+    )
     dh_prev = dgh @ w.kernel_h.T + dprev[-1]
     return (*dprev[:-1], dh_prev), (dpx, dgh, dpacked)
 

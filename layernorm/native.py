@@ -62,6 +62,16 @@ GRU_TARGETS = (
   ('layernorm_gru_step_forward_f32', 'GruStepForwardF32'),
   ('layernorm_gru_step_backward_f32', 'GruStepBackwardF32'),
 )
+# The step kernels' normalizations, by the name the fused paths pass (`norm`), as their two attributes (ln, center):
+# none (the plain cells), layer norm, and RMS norm (layer norm without centring, as `forward`'s center=False).
+STEP_NORMS = {'none': (False, True), 'ln': (True, True), 'rms': (True, False)}
+
+
+def _step_norm(norm: str) -> dict[str, bool]:
+  if norm not in STEP_NORMS:
+    raise ValueError(f'step kernel norm must be one of {tuple(STEP_NORMS)}; got {norm!r}.')
+  ln, center = STEP_NORMS[norm]
+  return {'ln': ln, 'center': center}
 
 
 def enabled() -> bool:
@@ -216,19 +226,20 @@ def backward(x, mean, rstd, scale, dy, center: bool = True) -> tuple[jax.Array, 
   return call(x, mean, rstd, scale, dy, center=bool(center))
 
 
-def lstm_step_forward(px, gh, c, h, lengths, t, params, eps: float, ln: bool):
+def lstm_step_forward(px, gh, c, h, lengths, t, params, eps: float, norm: str):
   """One LSTM step after its matmuls by the kernel (csrc/lstm_step_cpu.cc): returns the new (c, h) and the output y.
 
   px = W_x x and gh = W_h h, (B, 4H) float32; c, h (B, H); lengths (B,) and t () int32; params (22H,), the packed
-  parameters of `layernorm.fused_lstm.pack`. Rows with t >= lengths keep (c, h) and output 0. Only for CPU, after
-  `available(np.float32)`. Under `vmap` the call runs once per batch element (`sequential`).
+  parameters of `layernorm.fused_lstm.pack`; norm one of `STEP_NORMS` ('none', 'ln', 'rms'). Rows with t >= lengths keep
+  (c, h) and output 0. Only for CPU, after `available(np.float32)`. Under `vmap` the call runs once per batch element
+  (`sequential`).
   """
   carry = jax.ShapeDtypeStruct(c.shape, np.float32)
   call = jax.ffi.ffi_call(LSTM_TARGETS[0][0], (carry, carry, carry), vmap_method='sequential')
-  return call(px, gh, c, h, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
+  return call(px, gh, c, h, lengths, t, params, eps=np.float64(eps), **_step_norm(norm))
 
 
-def lstm_step_backward(px, gh, c, dc, dh, dy, lengths, t, params, eps: float, ln: bool):
+def lstm_step_backward(px, gh, c, dc, dh, dy, lengths, t, params, eps: float, norm: str):
   """The transpose of `lstm_step_forward` at cotangents (dc, dh) of its carry and dy of its output.
 
   Returns d px, d gh (B, 4H), d c_prev, the part of d h_prev that skips the step (B, H), and this step's sums over
@@ -238,22 +249,22 @@ def lstm_step_backward(px, gh, c, dc, dh, dy, lengths, t, params, eps: float, ln
   carry = jax.ShapeDtypeStruct(c.shape, np.float32)
   shapes = (gates, gates, carry, carry, jax.ShapeDtypeStruct(params.shape, np.float32))
   call = jax.ffi.ffi_call(LSTM_TARGETS[1][0], shapes, vmap_method='sequential')
-  return call(px, gh, c, dc, dh, dy, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
+  return call(px, gh, c, dc, dh, dy, lengths, t, params, eps=np.float64(eps), **_step_norm(norm))
 
 
-def gru_step_forward(px, gh, h, lengths, t, params, eps: float, ln: bool):
+def gru_step_forward(px, gh, h, lengths, t, params, eps: float, norm: str):
   """One GRU step after its matmuls by the kernel (csrc/gru_step_cpu.cc): returns the new h and the output y.
 
   px = W_x x and gh = W_h h, (B, 3H) float32; h (B, H); lengths (B,) and t () int32; params (15H,), the packed
-  parameters of `layernorm.fused_gru.PACKED`. Rows with t >= lengths keep h and output 0. Only for CPU, after
-  `available(np.float32)`. Under `vmap` the call runs once per batch element (`sequential`).
+  parameters of `layernorm.fused_gru.PACKED`; norm as in `lstm_step_forward`. Rows with t >= lengths keep h and output
+  0. Only for CPU, after `available(np.float32)`. Under `vmap` the call runs once per batch element (`sequential`).
   """
   carry = jax.ShapeDtypeStruct(h.shape, np.float32)
   call = jax.ffi.ffi_call(GRU_TARGETS[0][0], (carry, carry), vmap_method='sequential')
-  return call(px, gh, h, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
+  return call(px, gh, h, lengths, t, params, eps=np.float64(eps), **_step_norm(norm))
 
 
-def gru_step_backward(px, gh, h, dh, dy, lengths, t, params, eps: float, ln: bool):
+def gru_step_backward(px, gh, h, dh, dy, lengths, t, params, eps: float, norm: str):
   """The transpose of `gru_step_forward` at cotangents dh of its carry and dy of its output.
 
   Returns d px, d gh (B, 3H), the part of d h_prev that skips the matmul (B, H), and this step's sums over rows of the
@@ -263,4 +274,4 @@ def gru_step_backward(px, gh, h, dh, dy, lengths, t, params, eps: float, ln: boo
   carry = jax.ShapeDtypeStruct(h.shape, np.float32)
   shapes = (gates, gates, carry, jax.ShapeDtypeStruct(params.shape, np.float32))
   call = jax.ffi.ffi_call(GRU_TARGETS[1][0], shapes, vmap_method='sequential')
-  return call(px, gh, h, dh, dy, lengths, t, params, eps=np.float64(eps), ln=bool(ln))
+  return call(px, gh, h, dh, dy, lengths, t, params, eps=np.float64(eps), **_step_norm(norm))

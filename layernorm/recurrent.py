@@ -4,12 +4,12 @@ The cell's parameters are closed over by the scan; the rest of its state (batch-
 counts) is threaded through the scan's carry and written back into the cell afterwards, so cells that update
 state at every step, like `BNLSTMCell` in training mode, work under `jax.jit`, `nnx.jit` and `jax.grad`.
 
-`LSTMCell`, `LNLSTMCell`, `GRUCell` and `LNGRUCell` (exactly these types, float32, one batch axis, forwards) instead
-run through `layernorm.fused_rnn` (`fused_lstm`, `fused_gru`): the same function with the input projection hoisted out
-of the loop, one native kernel per step on CPU and a hand-written backward: forward+backward 1.1-2.0x faster for the
-LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000; for the LN-GRU about 1.9x at H 128 and 1.6x at H 1000, level at H
-400 (benchmarks/README.md). `impl='scan'` keeps the generic scan, which forward-mode derivatives (`jvp`, `hessian`) of
-those cells need.
+`LSTMCell`, `LNLSTMCell`, `RMSLSTMCell`, `GRUCell`, `LNGRUCell` and `RMSGRUCell` (exactly these types, float32, one
+batch axis, forwards) instead run through `layernorm.fused_rnn` (`fused_lstm`, `fused_gru`): the same function with the
+input projection hoisted out of the loop, one native kernel per step on CPU and a hand-written backward:
+forward+backward 1.1-2.0x faster for the LN-LSTM and 1.0-1.4x for the LSTM at H 128-1000; for the LN-GRU about 1.9x at H
+128 and 1.6x at H 1000, level at H 400 (benchmarks/README.md). `impl='scan'` keeps the generic scan, which forward-mode
+derivatives (`jvp`, `hessian`) of those cells need.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def unroll(
     reverse: process time backwards, from the last step to the first. Outputs stay in input order (`ys[..., t, :]`
       is the output at step t). With `seq_lengths`, the padded tail comes first and leaves the carry untouched, so
       each example's reverse pass starts at its last valid step from the initial carry.
-    impl: 'auto' runs `LSTMCell`, `LNLSTMCell`, `GRUCell` and `LNGRUCell` through `layernorm.fused_rnn` where it
+    impl: 'auto' runs the plain, LN and RMS LSTM and GRU cells through `layernorm.fused_rnn` where it
       applies (float32 inputs and carry, one batch axis, not reversed) and every other cell as a scan of
       `cell(carry, x)`; 'scan' always scans (the fused path is a `jax.custom_vjp`, so `jvp`, `jacfwd` and `hessian`
       need 'scan').

@@ -1,12 +1,12 @@
 """`step(cell, carry, x)`: one step of a cell, on the fused LSTM kernels where they apply.
 
-Models whose steps depend on each other across layers (handwriting synthesis: the window reads the first layer's
-output before the second layer runs) cannot hand a whole sequence to `unroll`; they call the cell once per step in
-their own scan. For `LSTMCell` and `LNLSTMCell` that is two matmuls and, for the LN-LSTM, three layer norms and a
-dozen element-wise kernels forward, more backward. `step` runs the same step as `layernorm.fused_rnn.sequence` of
-length 1: the two matmuls and one native kernel forward (all three layer norms inside it), one kernel and the
-matmuls backward. Every other cell, and inputs the kernel does not take (other dtypes, several batch axes), run
-`cell(carry, x)` itself.
+Models whose steps depend on each other across layers (handwriting synthesis: the window reads the first layer's output
+before the second layer runs) cannot hand a whole sequence to `unroll`; they call the cell once per step in their own
+scan. For `LSTMCell`, `LNLSTMCell` and `RMSLSTMCell` that is two matmuls and, for the LN-LSTM (and the RMS-LSTM), three
+norms and a dozen element-wise kernels forward, more backward. `step` runs the same step as
+`layernorm.fused_rnn.sequence` of length 1: the two matmuls and one native kernel forward (all three norms inside it),
+one kernel and the matmuls backward. Every other cell, and inputs the kernel does not take (other dtypes, several batch
+axes), run `cell(carry, x)` itself.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def dot_generals(cell, **unroll_kwargs) -> tuple[int, int, int]:
   return counts['scan'], counts['dot'], counts['dot in scan']
 
 
-def check_step_kernels(kind, packed, ln: bool, eps: float = 1e-5):
+def check_step_kernels(kind, packed, norm: str, eps: float = 1e-5):
   """The native step kernels of `kind` equal its jnp reference, forward and backward, at steps where rows 2 and 3 are
   padding, whose cotangents pass the step untouched. Returns the kernels' backward outputs and the carry's
   cotangent."""
@@ -106,12 +106,12 @@ def check_step_kernels(kind, packed, ln: bool, eps: float = 1e-5):
   dcarry = tuple(randn(13 + i, (B, H)) for i in range(kind.carry_size))
   dy = randn(7, (B, H))
   lengths, t = jnp.asarray(LENGTHS, jnp.int32), jnp.int32(2)
-  got = kind.kernel_forward(px, gh, *carry, lengths, t, packed, eps, ln)
-  (*want, y) = kind.reference_step(px, gh, carry, lengths, t, packed, eps, ln)
+  got = kind.kernel_forward(px, gh, *carry, lengths, t, packed, eps, norm)
+  (*want, y) = kind.reference_step(px, gh, carry, lengths, t, packed, eps, norm)
   for g, w in zip(got, [*want[0], y], strict=True):
     np.testing.assert_allclose(g, w, rtol=2e-6, atol=2e-6)
-  got = kind.kernel_backward(px, gh, *carry, *dcarry, dy, lengths, t, packed, eps, ln)
-  dpx, dgh, dprev, dpacked = kind.reference_step_backward(px, gh, carry, dcarry, dy, lengths, t, packed, eps, ln)
+  got = kind.kernel_backward(px, gh, *carry, *dcarry, dy, lengths, t, packed, eps, norm)
+  dpx, dgh, dprev, dpacked = kind.reference_step_backward(px, gh, carry, dcarry, dy, lengths, t, packed, eps, norm)
   names = ['d px', 'd gh', *(f'd carry {i} (skip part)' for i in range(kind.carry_size)), 'd packed']
   for name, g, w in zip(names, got, [dpx, dgh, *dprev, dpacked], strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=name)

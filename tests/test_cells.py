@@ -1,4 +1,5 @@
-"""The recurrent cells against flax's cells, float64 NumPy references of the paper's equations, and invariances."""
+"""The recurrent cells against flax's cells, float64 NumPy references of the paper's equations (and of their RMS-norm
+forms), and invariances."""
 
 import jax
 import jax.numpy as jnp
@@ -6,11 +7,24 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from layernorm import BNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, layer_norm, unroll
+from layernorm import (
+  BNLSTMCell,
+  DRAWLSTMCell,
+  GRUCell,
+  LNGRUCell,
+  LNLSTMCell,
+  LSTMCell,
+  RMSDRAWLSTMCell,
+  RMSGRUCell,
+  RMSLSTMCell,
+  layer_norm,
+  unroll,
+)
 from layernorm.cells import block_orthogonal_init, uniform_init
 
 D, H, B, T = 8, 16, 5, 6
-ALL_CELLS = [LSTMCell, LNLSTMCell, DRAWLSTMCell, BNLSTMCell, GRUCell, LNGRUCell]
+RMS_CELLS = [RMSLSTMCell, RMSDRAWLSTMCell, RMSGRUCell]
+ALL_CELLS = [LSTMCell, LNLSTMCell, DRAWLSTMCell, BNLSTMCell, GRUCell, LNGRUCell, *RMS_CELLS]
 
 
 def perturb_params(cell, seed, scale=0.3):
@@ -56,17 +70,28 @@ def ln(a, ln_module):
   return (a - mu) / np.sqrt(var + 1e-5) * f64(ln_module.scale) + f64(ln_module.bias)
 
 
-def reference_lstm(cell, xs, *, ln_terms, ln_cell):
-  """Eq. 17-19 (plain), 20-22 (LN on both terms and on c) or 29-31 (LN on c only); weights in the order i, f, g, o."""
+def rms(a, rms_module):
+  """Zhang & Sennrich's RMS norm: a / RMS(a) * g, no mean subtracted and no offset; eps 1e-6."""
+  assert rms_module.bias is None
+  return a / np.sqrt((a**2).mean(-1, keepdims=True) + 1e-6) * f64(rms_module.scale)
+
+
+NORMS = {'ln': ln, 'rms': rms}
+
+
+def reference_lstm(cell, xs, *, ln_terms, ln_cell, norm='ln'):
+  """Eq. 17-19 (plain), 20-22 (LN on both terms and on c) or 29-31 (LN on c only); weights in the order i, f, g, o.
+  With norm 'rms', each LN is an RMS norm of the same block (the module `rms_<k>` where LN's is `ln_<k>`)."""
   wx, wh, b = f64(cell.dense_i.kernel), f64(cell.dense_h.kernel), f64(cell.bias)
+  normalize = lambda a, k: NORMS[norm](a, getattr(cell, f'{norm}_{k}'))
   c = h = np.zeros((xs.shape[0], H))
   ys = []
   for t in range(xs.shape[1]):
     a_x, a_h = xs[:, t].astype(np.float64) @ wx, h @ wh
-    a = ln(a_h, cell.ln_h) + ln(a_x, cell.ln_i) + b if ln_terms else a_h + a_x + b
+    a = normalize(a_h, 'h') + normalize(a_x, 'i') + b if ln_terms else a_h + a_x + b
     i, f, g, o = np.split(a, 4, axis=-1)
     c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-    h = sigmoid(o) * np.tanh(ln(c, cell.ln_c) if ln_cell else c)
+    h = sigmoid(o) * np.tanh(normalize(c, 'c') if ln_cell else c)
     ys.append(h)
   return c, h, np.stack(ys, 1)
 
@@ -82,6 +107,22 @@ def reference_ln_gru(cell, xs):
     r, z_p = gates[:, :H], -gates[:, H:]
     h_hat = np.tanh(ln(xw[:, 2 * H :], cell.ln_i_cand) + sigmoid(r) * ln(uh[:, 2 * H :], cell.ln_h_cand))
     h = (1 - sigmoid(z_p)) * h + sigmoid(z_p) * h_hat
+    ys.append(h)
+  return h, np.stack(ys, 1)
+
+
+def reference_rms_gru(cell, xs):
+  """Eq. 26-28 with each LN an RMS norm of the same block and the cell's input bias b after the norms (gates:
+  RMS(U h) + RMS(W x) + b; candidate: RMS(W x) + b_n + r * RMS(U h), no bias inside the reset product)."""
+  w, u, b = f64(cell.dense_i.kernel), f64(cell.dense_h.kernel), f64(cell.bias)
+  h = np.zeros((xs.shape[0], H))
+  ys = []
+  for t in range(xs.shape[1]):
+    xw, uh = xs[:, t].astype(np.float64) @ w, h @ u
+    gates = rms(uh[:, : 2 * H], cell.rms_h_gates) + rms(xw[:, : 2 * H], cell.rms_i_gates) + b[: 2 * H]
+    r, z_p = gates[:, :H], -gates[:, H:]
+    candidate = rms(xw[:, 2 * H :], cell.rms_i_cand) + b[2 * H :] + sigmoid(r) * rms(uh[:, 2 * H :], cell.rms_h_cand)
+    h = (1 - sigmoid(z_p)) * h + sigmoid(z_p) * np.tanh(candidate)
     ys.append(h)
   return h, np.stack(ys, 1)
 
@@ -166,15 +207,21 @@ def test_gru_cell_equals_flax_gru_cell(direction):
 
 
 @pytest.mark.parametrize(
-  'cell_type,ln_terms,ln_cell',
-  [(LSTMCell, False, False), (LNLSTMCell, True, True), (DRAWLSTMCell, False, True)],
+  'cell_type,ln_terms,ln_cell,norm',
+  [
+    (LSTMCell, False, False, 'ln'),
+    (LNLSTMCell, True, True, 'ln'),
+    (DRAWLSTMCell, False, True, 'ln'),
+    (RMSLSTMCell, True, True, 'rms'),
+    (RMSDRAWLSTMCell, False, True, 'rms'),
+  ],
 )
-def test_lstm_family_matches_float64_reference(cell_type, ln_terms, ln_cell):
+def test_lstm_family_matches_float64_reference(cell_type, ln_terms, ln_cell, norm):
   cell = cell_type(D, H, rngs=nnx.Rngs(0))
   perturb_params(cell, 1)
   xs = inputs(2)
   (c, h), ys = run(cell, xs)
-  c_ref, h_ref, ys_ref = reference_lstm(cell, xs, ln_terms=ln_terms, ln_cell=ln_cell)
+  c_ref, h_ref, ys_ref = reference_lstm(cell, xs, ln_terms=ln_terms, ln_cell=ln_cell, norm=norm)
   np.testing.assert_allclose(ys, ys_ref, atol=2e-5)
   np.testing.assert_allclose(c, c_ref, atol=2e-5)
   np.testing.assert_allclose(h, h_ref, atol=2e-5)
@@ -189,6 +236,28 @@ def test_ln_gru_matches_float64_reference():
   h_ref, ys_ref = reference_ln_gru(cell, xs)
   np.testing.assert_allclose(ys, ys_ref, atol=2e-5)
   np.testing.assert_allclose(h, h_ref, atol=2e-5)
+
+
+def test_rms_gru_matches_float64_reference():
+  cell = RMSGRUCell(D, H, rngs=nnx.Rngs(0))
+  assert cell.dense_i.bias is None and cell.bias.shape == (3 * H,)  # Its input bias acts after the norms.
+  perturb_params(cell, 1)
+  xs = inputs(2)
+  h, ys = run(cell, xs)
+  h_ref, ys_ref = reference_rms_gru(cell, xs)
+  np.testing.assert_allclose(ys, ys_ref, atol=2e-5)
+  np.testing.assert_allclose(h, h_ref, atol=2e-5)
+
+
+@pytest.mark.parametrize('cell_type', RMS_CELLS)
+def test_rms_cells_norms_have_gains_starting_at_one_and_no_offsets(cell_type):
+  cell = cell_type(D, H, rngs=nnx.Rngs(0))
+  norms = [m for _, m in nnx.iter_modules(cell) if type(m).__name__ == 'RMSNorm']
+  assert len(norms) == {RMSLSTMCell: 3, RMSDRAWLSTMCell: 1, RMSGRUCell: 4}[cell_type]
+  for m in norms:
+    assert m.bias is None and m.epsilon == 1e-6
+    np.testing.assert_array_equal(m.scale[...], 1.0)
+  assert not any(type(m).__name__ == 'LayerNorm' for _, m in nnx.iter_modules(cell))
 
 
 def test_draw_cell_carries_plain_lstm_memory_and_normalizes_only_its_tanh_copy():
@@ -213,7 +282,9 @@ def test_draw_cell_carries_plain_lstm_memory_and_normalizes_only_its_tanh_copy()
 # Invariance to re-scaling the input sequence (Table 1, "single training case re-scaling", through W_x).
 
 
-@pytest.mark.parametrize('ln_cell,plain_cell', [(LNLSTMCell, LSTMCell), (LNGRUCell, GRUCell)])
+@pytest.mark.parametrize(
+  'ln_cell,plain_cell', [(LNLSTMCell, LSTMCell), (LNGRUCell, GRUCell), (RMSLSTMCell, LSTMCell), (RMSGRUCell, GRUCell)]
+)
 def test_ln_cells_are_invariant_to_input_scale_and_plain_cells_are_not(ln_cell, plain_cell):
   # LN with eps is invariant only up to eps / var: tiny sizes (3 inputs, 4 units) can give LN blocks a variance
   # near eps; at these sizes the eps term is well below the tolerance.
@@ -228,6 +299,21 @@ def test_ln_cells_are_invariant_to_input_scale_and_plain_cells_are_not(ln_cell, 
       assert gap < 1e-4, f'{cell_type.__name__} changed by {gap} under input scaling'
     else:
       assert gap > 0.3, f'{cell_type.__name__} changed by only {gap} under input scaling'
+
+
+@pytest.mark.parametrize('cell_type,invariant', [(LNLSTMCell, True), (RMSLSTMCell, False)])
+def test_ln_not_rms_removes_a_shift_shared_by_every_gate_of_the_input_term(cell_type, invariant):
+  # Table 1's weight matrix re-centering on W_x: the same vector added to every unit's input weights moves each
+  # gate's W_x x by one amount per example, which LN's mean removes and RMS norm (no centring) does not.
+  cell = cell_type(D, H, rngs=nnx.Rngs(0))
+  perturb_params(cell, 1)
+  xs = inputs(2)
+  _, ys = run(cell, xs)
+  gamma = np.random.default_rng(3).normal(0.0, 0.5, (D, 1)).astype(np.float32)
+  cell.dense_i.kernel[...] = cell.dense_i.kernel[...] + gamma
+  _, ys_shifted = run(cell, xs)
+  gap = float(jnp.max(jnp.abs(ys - ys_shifted)))
+  assert gap < 1e-4 if invariant else gap > 0.05, gap
 
 
 # Recurrent batch norm.
@@ -283,7 +369,7 @@ def test_bn_lstm_eval_mode_uses_population_statistics_per_step():
 # Options, dtypes and errors.
 
 
-@pytest.mark.parametrize('cell_type', [LSTMCell, LNLSTMCell, DRAWLSTMCell, BNLSTMCell])
+@pytest.mark.parametrize('cell_type', [LSTMCell, LNLSTMCell, DRAWLSTMCell, BNLSTMCell, RMSLSTMCell, RMSDRAWLSTMCell])
 def test_forget_bias_lands_on_the_forget_gate(cell_type):
   cell = cell_type(D, H, rngs=nnx.Rngs(0), forget_bias=30.0)
   np.testing.assert_array_equal(cell.bias[...][H : 2 * H], 30.0)

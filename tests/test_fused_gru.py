@@ -1,6 +1,6 @@
-"""`layernorm.fused_gru`, the path `unroll` takes for GRUCell and LNGRUCell: the same function as the generic scan of
-the cell's `__call__` (values and gradients, against a float64 reference), its native step kernels against their jnp
-reference, the padding rule, and when `unroll` takes it."""
+"""`layernorm.fused_gru`, the path `unroll` takes for GRUCell, LNGRUCell and RMSGRUCell: the same function as the
+generic scan of the cell's `__call__` (values and gradients, against a float64 reference), its native step kernels
+against their jnp reference, the padding rule, and when `unroll` takes it."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -23,22 +23,29 @@ from fused_checks import (
   randn,
 )
 
-from layernorm import GRUCell, LNGRUCell, fused_gru, unroll
-from layernorm.normalization import LayerNorm
+from layernorm import GRUCell, LNGRUCell, RMSGRUCell, fused_gru, unroll
+from layernorm.normalization import LayerNorm, RMSNorm
+
+CELLS = [GRUCell, LNGRUCell, RMSGRUCell]
+NORM_NAMES = ('i_gates', 'h_gates', 'i_cand', 'h_cand')
 
 
 def make_cell(cell_type, seed=0):
   cell = cell_type(D, H, rngs=nnx.Rngs(seed))
-  if cell_type is LNGRUCell:  # Gains and biases away from 1 and 0, so their gradients are all exercised.
-    for i, ln in enumerate((cell.ln_i_gates, cell.ln_h_gates, cell.ln_i_cand, cell.ln_h_cand)):
-      ln.scale[...] = 1.0 + randn(10 + i, ln.scale.shape, 0.3)
-      ln.bias[...] = randn(20 + i, ln.bias.shape, 0.3)
-  else:
-    cell.dense_i.bias[...] = randn(30, cell.dense_i.bias.shape, 0.3)
+  # Gains and biases away from 1 and 0, so their gradients are all exercised (the RMS norms have gains only).
+  prefix = {LNGRUCell: 'ln', RMSGRUCell: 'rms'}.get(cell_type)
+  for i, name in enumerate(NORM_NAMES if prefix else ()):
+    norm = getattr(cell, f'{prefix}_{name}')
+    norm.scale[...] = 1.0 + randn(10 + i, norm.scale.shape, 0.3)
+    if norm.bias is not None:
+      norm.bias[...] = randn(20 + i, norm.bias.shape, 0.3)
+  bias = {GRUCell: lambda: cell.dense_i.bias, RMSGRUCell: lambda: cell.bias}.get(cell_type, lambda: None)()
+  if bias is not None:
+    bias[...] = randn(30, bias.shape, 0.3)
   return cell
 
 
-@pytest.mark.parametrize('cell_type', [GRUCell, LNGRUCell])
+@pytest.mark.parametrize('cell_type', CELLS)
 @pytest.mark.parametrize('time_major', [False, True])
 def test_fused_unroll_is_as_accurate_as_the_scan_against_float64(cell_type, time_major):
   cell = make_cell(cell_type)
@@ -64,20 +71,23 @@ def test_small_activations_keep_their_relative_accuracy():
   assert fused_error < max(3 * scan_error, 1e-6), (fused_error, scan_error)
 
 
-@pytest.mark.parametrize('ln', [False, True])
-def test_native_step_kernels_equal_their_jnp_reference(ln):
+@pytest.mark.parametrize('norm', ['none', 'ln', 'rms'])
+def test_native_step_kernels_equal_their_jnp_reference(norm):
   kind = fused_gru.KIND
   packed = randn(8, (15 * H,), 0.5) + kind.pack(fused_gru.weights_of(make_cell(LNGRUCell))[0])
-  got, (dh,) = check_step_kernels(kind, packed, ln)
-  # Without ln the LN parameters receive nothing; with it, every one of them something.
+  got, (dh,) = check_step_kernels(kind, packed, norm)
+  # Without a norm the norms' parameters receive nothing; with one, every one of them something.
   for name, sums in kind.unpack(got[-1], H).items():
-    assert bool(np.any(sums)) == (ln or name == 'bias'), name
+    assert bool(np.any(sums)) == (norm != 'none' or name == 'bias'), name
+  if norm == 'rms':  # Not layer norm under another name: the centring flag reaches the kernels.
+    ln_got, _ = check_step_kernels(kind, packed, 'ln')
+    assert np.max(np.abs(np.asarray(got[0]) - np.asarray(ln_got[0]))) > 1e-2
   # The valid rows' skip part of d h_prev is z * (dh + dy), not dh.
   assert not np.allclose(got[2][:2], dh[:2])
 
 
 def test_pack_and_unpack_are_inverse():
-  for cell_type in (GRUCell, LNGRUCell):
+  for cell_type in CELLS:
     weights, _, _ = fused_gru.weights_of(make_cell(cell_type))
     parts = fused_gru.KIND.unpack(fused_gru.KIND.pack(weights), H)
     for name, size in fused_gru.PACKED:
@@ -87,7 +97,16 @@ def test_pack_and_unpack_are_inverse():
       np.testing.assert_array_equal(parts[name], value)
 
 
-@pytest.mark.parametrize('cell_type', [GRUCell, LNGRUCell])
+def test_rms_cell_runs_fused_with_its_bias_and_gains_and_no_offsets():
+  cell = make_cell(RMSGRUCell)
+  weights, norm, eps = fused_gru.weights_of(cell)
+  assert (norm, eps) == ('rms', 1e-6)
+  np.testing.assert_array_equal(weights.bias, cell.bias[...])  # Its own bias, added after the norms.
+  assert all(getattr(weights, f'bias_{k}') is None for k in ('ig', 'hg', 'ic', 'hc'))
+  assert all(getattr(weights, f'scale_{k}') is not None for k in ('ig', 'hg', 'ic', 'hc'))
+
+
+@pytest.mark.parametrize('cell_type', CELLS)
 def test_padding_freezes_the_carry_and_zeroes_outputs_and_input_gradients(cell_type):
   carry = randn(2, (B, H))
   _, _, (_, _, d_carry) = check_padding(make_cell(cell_type), carry)
@@ -95,7 +114,7 @@ def test_padding_freezes_the_carry_and_zeroes_outputs_and_input_gradients(cell_t
   np.testing.assert_allclose(d_carry[2], randn(41, (B, H))[2])
 
 
-@pytest.mark.parametrize('cell_type', [GRUCell, LNGRUCell])
+@pytest.mark.parametrize('cell_type', CELLS)
 def test_jnp_step_path_equals_the_native_one(cell_type, monkeypatch):
   jnp_path, native_path = jnp_and_native_paths(make_cell(cell_type), monkeypatch)
   assert max_error(jnp_path, native_path) < 2e-6
@@ -126,6 +145,18 @@ def test_unroll_takes_the_fused_path_only_where_it_computes_the_cell():
   odd.ln_h_cand = LayerNorm(H, epsilon=1e-2)
   assert fused_gru.weights_of(odd) is None
   np.testing.assert_array_equal(unroll(odd, xs)[1], unroll(odd, xs, impl='scan')[1])
+  # Likewise an RMS-GRU with one odd norm (another eps, or no gain), or with a bias on the input projection, which
+  # its norms would see.
+  for change in (
+    lambda c: setattr(c, 'rms_h_cand', RMSNorm(H, epsilon=1e-2)),
+    lambda c: setattr(c, 'rms_i_gates', RMSNorm(2 * H, use_scale=False)),
+    lambda c: setattr(c, 'dense_i', nnx.Linear(D, 3 * H, use_bias=True, rngs=nnx.Rngs(5))),
+  ):
+    odd = make_cell(RMSGRUCell)
+    change(odd)
+    assert fused_gru.weights_of(odd) is None
+    np.testing.assert_array_equal(unroll(odd, xs)[1], unroll(odd, xs, impl='scan')[1])
+  assert fused_gru.KIND.applies(make_cell(RMSGRUCell), xs_TxBxD, carry)
   # Forwards only: reversed, both matmuls stay in the scan.
   assert dot_generals(plain) == (1, 2, 1)
   assert dot_generals(plain, reverse=True) == (1, 2, 2)
@@ -137,12 +168,12 @@ def test_forward_mode_needs_the_scan_path():
   check_forward_mode_needs_the_scan(make_cell(LNGRUCell))
 
 
-@pytest.mark.parametrize('cell_type', [GRUCell, LNGRUCell])
+@pytest.mark.parametrize('cell_type', CELLS)
 def test_under_vmap_each_sequence_is_its_own_unroll(cell_type):
   check_vmap(make_cell(cell_type), randn(2, (B, H)))
 
 
-@pytest.mark.parametrize('cell_type', [GRUCell, LNGRUCell])
+@pytest.mark.parametrize('cell_type', CELLS)
 def test_the_input_projection_is_one_matmul_outside_the_scan(cell_type):
   # W_x X hoisted out of the scan; W_h h once per step.
   assert dot_generals(make_cell(cell_type)) == (1, 2, 1)

@@ -16,11 +16,22 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from layernorm import BNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, unroll
+from layernorm import (
+  BNLSTMCell,
+  DRAWLSTMCell,
+  GRUCell,
+  LNGRUCell,
+  LNLSTMCell,
+  LSTMCell,
+  RMSDRAWLSTMCell,
+  RMSGRUCell,
+  RMSLSTMCell,
+  unroll,
+)
 
 D, H, B, T = 3, 8, 5, 6
 LENGTHS = np.array([6, 2, 5, 1, 3])  # No zero length: flax's last-carry selection would pick step T - 1.
-CELLS = [LSTMCell, LNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, BNLSTMCell]
+CELLS = [LSTMCell, LNLSTMCell, DRAWLSTMCell, GRUCell, LNGRUCell, BNLSTMCell, RMSLSTMCell, RMSDRAWLSTMCell, RMSGRUCell]
 PADDABLE = [c for c in CELLS if c is not BNLSTMCell]
 
 

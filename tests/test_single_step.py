@@ -1,6 +1,6 @@
-"""`layernorm.step`: one step of a cell, on the fused LSTM kernels for LSTMCell and LNLSTMCell, is `cell(carry, x)`:
-the same values and gradients (parameters, input, carry), within float32 rounding; other cells and inputs call the
-cell itself."""
+"""`layernorm.step`: one step of a cell, on the fused LSTM kernels for LSTMCell, LNLSTMCell and RMSLSTMCell, is
+`cell(carry, x)`: the same values and gradients (parameters, input, carry), within float32 rounding; other cells and
+inputs call the cell itself."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from layernorm import GRUCell, LNLSTMCell, LSTMCell, fused_lstm, step
+from layernorm import GRUCell, LNLSTMCell, LSTMCell, RMSLSTMCell, fused_lstm, step
 
 B, D, H = 5, 6, 20  # H = 20: rows that are not a multiple of the kernel's 16-float vectors.
 
@@ -23,6 +23,9 @@ def make_cell(cell_type):
     for i, ln in enumerate((cell.ln_i, cell.ln_h, cell.ln_c)):
       ln.scale[...] = 1.0 + randn(10 + i, ln.scale.shape, 0.3)
       ln.bias[...] = randn(20 + i, ln.bias.shape, 0.3)
+  if cell_type is RMSLSTMCell:  # Gains only.
+    for i, norm in enumerate((cell.rms_i, cell.rms_h, cell.rms_c)):
+      norm.scale[...] = 1.0 + randn(10 + i, norm.scale.shape, 0.3)
   if hasattr(cell, 'bias'):
     cell.bias[...] = randn(30, cell.bias.shape, 0.3)
   return cell
@@ -47,7 +50,7 @@ def relative_error(tree, reference):
   return max(jax.tree.leaves(jax.tree.map(error, tree, reference)))
 
 
-@pytest.mark.parametrize('cell_type', [LSTMCell, LNLSTMCell])
+@pytest.mark.parametrize('cell_type', [LSTMCell, LNLSTMCell, RMSLSTMCell])
 def test_the_fused_step_is_the_cells_call_values_and_gradients(cell_type):
   cell = make_cell(cell_type)
   carry, x = (randn(1, (B, H)), randn(2, (B, H))), randn(3, (B, D), 2.0)

@@ -9,7 +9,9 @@
 //   (r, z) = sigmoid(LN_xg(px[:2H]) + LN_hg(gh[:2H]) + bias[:2H])      (without ln: px + gh + bias)
 //   n = tanh(LN_xc(px[2H:]) + bias[2H:] + r * LN_hc(gh[2H:]))           (without ln: px + bias + r * gh)
 //   h = (1 - z) * n + z * h_prev
-// with LN_k(v) = (v - mean) / sqrt(var + eps) * scale_k + bias_k over the 2H gate block or the H candidate block. The
+// with LN_k(v) = (v - mean) / sqrt(var + eps) * scale_k + bias_k over the 2H gate block or the H candidate block (or
+// without `center` the RMS-GRU's RMS norm, v / sqrt(mean(v^2) + eps) * scale_k + bias_k, its bias_k packed as 0 and its
+// gate and input biases in bias: see layernorm/fused_gru.py). The
 // reset gate multiplies the (normalized) U h, after the matmul. bias is the input projection's bias (GRUCell's
 // dense_i.bias; 0 for LNGRUCell, which has none). The step is kept only where t < lengths[b]: elsewhere (padding) h
 // stays h_prev and the output is 0, as layernorm.unroll does.
@@ -58,14 +60,14 @@ struct GruRow {
 };
 
 inline void GruActivations(const float* px, const float* gh, const float* params, int64_t hidden, double eps, bool ln,
-                           GruRow& row) {
+                           bool center, GruRow& row) {
   const int64_t h2 = 2 * hidden;
   float mean_xg = 0.0f, mean_hg = 0.0f, mean_xc = 0.0f, mean_hc = 0.0f;
   if (ln) {
-    RowStats(px, h2, eps, mean_xg, row.rstd_xg);
-    RowStats(gh, h2, eps, mean_hg, row.rstd_hg);
-    RowStats(px + h2, hidden, eps, mean_xc, row.rstd_xc);
-    RowStats(gh + h2, hidden, eps, mean_hc, row.rstd_hc);
+    RowStats(px, h2, eps, center, mean_xg, row.rstd_xg);
+    RowStats(gh, h2, eps, center, mean_hg, row.rstd_hg);
+    RowStats(px + h2, hidden, eps, center, mean_xc, row.rstd_xc);
+    RowStats(gh + h2, hidden, eps, center, mean_hc, row.rstd_hc);
   }
   const float* bias = params + kGruBias * hidden;
   const float *sx = params + kScaleXG * hidden, *bx = params + kBiasXG * hidden;
@@ -126,7 +128,8 @@ ffi::Error CheckGruShapes(const ffi::Buffer<ffi::F32>& px, const ffi::Buffer<ffi
 
 ffi::Error GruForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::Buffer<ffi::F32> h_prev,
                       ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::S32> step, ffi::Buffer<ffi::F32> params,
-                      double eps, bool ln, ffi::ResultBuffer<ffi::F32> h_out, ffi::ResultBuffer<ffi::F32> y_out) {
+                      double eps, bool ln, bool center, ffi::ResultBuffer<ffi::F32> h_out,
+                      ffi::ResultBuffer<ffi::F32> y_out) {
   int64_t batch, hidden;
   if (auto e = CheckGruShapes(px, gh, h_prev, lengths, params, batch, hidden); e.failure()) return e;
   const float* p = params.typed_data();
@@ -141,7 +144,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::B
       std::fill(yo, yo + hidden, 0.0f);
       continue;
     }
-    GruActivations(px.typed_data() + b * 3 * hidden, gh.typed_data() + b * 3 * hidden, p, hidden, eps, ln, row);
+    GruActivations(px.typed_data() + b * 3 * hidden, gh.typed_data() + b * 3 * hidden, p, hidden, eps, ln, center, row);
     const float *z = row.act + hidden, *n = row.act + 2 * hidden;
     Columns(hidden, [&](int64_t j, auto width) {
       constexpr int w = decltype(width)::value;
@@ -156,7 +159,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::B
 
 ffi::Error GruBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::Buffer<ffi::F32> h_prev,
                        ffi::Buffer<ffi::F32> dh, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::S32> lengths,
-                       ffi::Buffer<ffi::S32> step, ffi::Buffer<ffi::F32> params, double eps, bool ln,
+                       ffi::Buffer<ffi::S32> step, ffi::Buffer<ffi::F32> params, double eps, bool ln, bool center,
                        ffi::ResultBuffer<ffi::F32> dpx, ffi::ResultBuffer<ffi::F32> dgh,
                        ffi::ResultBuffer<ffi::F32> dh_skip, ffi::ResultBuffer<ffi::F32> dparams) {
   int64_t batch, hidden;
@@ -180,7 +183,7 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::
       std::copy(dhr, dhr + hidden, dhs);
       continue;
     }
-    GruActivations(px.typed_data() + b * h3, gh.typed_data() + b * h3, p, hidden, eps, ln, row);
+    GruActivations(px.typed_data() + b * h3, gh.typed_data() + b * h3, p, hidden, eps, ln, center, row);
     const float *r = row.act, *z = row.act + hidden, *n = row.act + h2;
     const float* dyr = dy.typed_data() + b * hidden;
     float* da = row.da;
@@ -202,13 +205,15 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::
       St<w>(sum_bias + j, Ld<w>(sum_bias + j) + Ld<w>(da + j));
     });
     if (ln) {
-      LayerNormRowBackwardWithParams(da, row.xhat, row.rstd_xg, p + kScaleXG * hidden, h2, sums.at(kScaleXG * hidden),
+      LayerNormRowBackwardWithParams(da, row.xhat, row.rstd_xg, p + kScaleXG * hidden, h2, center,
+                                     sums.at(kScaleXG * hidden),
                                      sums.at(kBiasXG * hidden), row.g, dpx_r);
-      LayerNormRowBackwardWithParams(da, row.ghat, row.rstd_hg, p + kScaleHG * hidden, h2, sums.at(kScaleHG * hidden),
+      LayerNormRowBackwardWithParams(da, row.ghat, row.rstd_hg, p + kScaleHG * hidden, h2, center,
+                                     sums.at(kScaleHG * hidden),
                                      sums.at(kBiasHG * hidden), row.g, dgh_r);
-      LayerNormRowBackwardWithParams(da + h2, row.xhat + h2, row.rstd_xc, p + kScaleXC * hidden, hidden,
+      LayerNormRowBackwardWithParams(da + h2, row.xhat + h2, row.rstd_xc, p + kScaleXC * hidden, hidden, center,
                                      sums.at(kScaleXC * hidden), sums.at(kBiasXC * hidden), row.g, dpx_r + h2);
-      LayerNormRowBackwardWithParams(row.dhn, row.ghat + h2, row.rstd_hc, p + kScaleHC * hidden, hidden,
+      LayerNormRowBackwardWithParams(row.dhn, row.ghat + h2, row.rstd_hc, p + kScaleHC * hidden, hidden, center,
                                      sums.at(kScaleHC * hidden), sums.at(kBiasHC * hidden), row.g, dgh_r + h2);
     } else {
       std::copy(da, da + h3, dpx_r);
@@ -232,6 +237,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GruStepForwardF32, GruForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // params (15H)
                                   .Attr<double>("eps")
                                   .Attr<bool>("ln")
+                                  .Attr<bool>("center")  // false: RMS norm instead of layer norm
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h (B, H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // y (B, H)
 );
@@ -248,6 +254,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GruStepBackwardF32, GruBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // params (15H)
                                   .Attr<double>("eps")
                                   .Attr<bool>("ln")
+                                  .Attr<bool>("center")  // false: RMS norm instead of layer norm
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d px (B, 3H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d gh (B, 3H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d h_prev's skip part (B, H)

@@ -12,7 +12,9 @@
 //   a = LN_x(px) + LN_h(gh) + bias       (without ln: a = px + gh + bias); gates (i, f, g, o) are a's four H blocks
 //   c = sigmoid(f) * c_prev + sigmoid(i) * tanh(g)
 //   h = sigmoid(o) * tanh(LN_c(c))       (without ln: tanh(c))
-// with LN_k(v) = (v - mean) / sqrt(var + eps) * scale_k + bias_k; the step is kept only where t < lengths[b]: elsewhere
+// with LN_k(v) = (v - mean) / sqrt(var + eps) * scale_k + bias_k, or without `center` the RMS norm of the RMS-LSTM
+// (Zhang & Sennrich 2019), v / sqrt(mean(v^2) + eps) * scale_k + bias_k (its caller packs bias_k = 0: the RMS cells
+// have gains only, see layernorm/cells.py); the step is kept only where t < lengths[b]: elsewhere
 // (padding) c and h stay c_prev and h_prev and the output is 0, as layernorm.unroll does.
 // Backward: the transpose of that step at cotangents (dc, dh) of the carry and dy of the output, recomputing the
 // step's activations from (px, gh, c_prev) instead of storing them: d px, d gh, d c_prev, the part of d h_prev that
@@ -51,12 +53,12 @@ struct Row {
 };
 
 inline void StepActivations(const float* px, const float* gh, const float* c_prev, const float* params, int64_t hidden,
-                            double eps, bool ln, Row& row) {
+                            double eps, bool ln, bool center, Row& row) {
   const int64_t h4 = 4 * hidden;
   float mean_x = 0.0f, mean_h = 0.0f;
   if (ln) {
-    RowStats(px, h4, eps, mean_x, row.rstd_x);
-    RowStats(gh, h4, eps, mean_h, row.rstd_h);
+    RowStats(px, h4, eps, center, mean_x, row.rstd_x);
+    RowStats(gh, h4, eps, center, mean_h, row.rstd_h);
   }
   const float* bias = params + kBias * hidden;
   const float *sx = params + kScaleX * hidden, *bx = params + kBiasX * hidden;
@@ -86,7 +88,7 @@ inline void StepActivations(const float* px, const float* gh, const float* c_pre
     St<w>(row.c_new + j, Ld<w>(sf + j) * Ld<w>(c_prev + j) + Ld<w>(si + j) * Ld<w>(tg + j));
   });
   float mean_c = 0.0f;
-  if (ln) RowStats(row.c_new, hidden, eps, mean_c, row.rstd_c);
+  if (ln) RowStats(row.c_new, hidden, eps, center, mean_c, row.rstd_c);
   Columns(hidden, [&](int64_t j, auto width) {
     constexpr int w = decltype(width)::value;
     St<w>(row.chat + j, ln ? (Ld<w>(row.c_new + j) - mean_c) * row.rstd_c : Ld<w>(row.c_new + j));
@@ -117,8 +119,9 @@ ffi::Error CheckShapes(const ffi::Buffer<ffi::F32>& px, const ffi::Buffer<ffi::F
 
 ffi::Error StepForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::Buffer<ffi::F32> c_prev,
                        ffi::Buffer<ffi::F32> h_prev, ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::S32> step,
-                       ffi::Buffer<ffi::F32> params, double eps, bool ln, ffi::ResultBuffer<ffi::F32> c_out,
-                       ffi::ResultBuffer<ffi::F32> h_out, ffi::ResultBuffer<ffi::F32> y_out) {
+                       ffi::Buffer<ffi::F32> params, double eps, bool ln, bool center,
+                       ffi::ResultBuffer<ffi::F32> c_out, ffi::ResultBuffer<ffi::F32> h_out,
+                       ffi::ResultBuffer<ffi::F32> y_out) {
   int64_t batch, hidden;
   if (auto e = CheckShapes(px, gh, c_prev, lengths, params, batch, hidden); e.failure()) return e;
   const float* p = params.typed_data();
@@ -136,7 +139,8 @@ ffi::Error StepForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::
       std::fill(yo, yo + hidden, 0.0f);
       continue;
     }
-    StepActivations(px.typed_data() + b * 4 * hidden, gh.typed_data() + b * 4 * hidden, cp, p, hidden, eps, ln, row);
+    StepActivations(px.typed_data() + b * 4 * hidden, gh.typed_data() + b * 4 * hidden, cp, p, hidden, eps, ln, center,
+                    row);
     const float* so = row.act + 3 * hidden;
     Columns(hidden, [&](int64_t j, auto width) {
       constexpr int w = decltype(width)::value;
@@ -152,9 +156,9 @@ ffi::Error StepForward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::
 ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi::Buffer<ffi::F32> c_prev,
                         ffi::Buffer<ffi::F32> dc, ffi::Buffer<ffi::F32> dh, ffi::Buffer<ffi::F32> dy,
                         ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::S32> step, ffi::Buffer<ffi::F32> params,
-                        double eps, bool ln, ffi::ResultBuffer<ffi::F32> dpx, ffi::ResultBuffer<ffi::F32> dgh,
-                        ffi::ResultBuffer<ffi::F32> dc_prev, ffi::ResultBuffer<ffi::F32> dh_skip,
-                        ffi::ResultBuffer<ffi::F32> dparams) {
+                        double eps, bool ln, bool center, ffi::ResultBuffer<ffi::F32> dpx,
+                        ffi::ResultBuffer<ffi::F32> dgh, ffi::ResultBuffer<ffi::F32> dc_prev,
+                        ffi::ResultBuffer<ffi::F32> dh_skip, ffi::ResultBuffer<ffi::F32> dparams) {
   int64_t batch, hidden;
   if (auto e = CheckShapes(px, gh, c_prev, lengths, params, batch, hidden); e.failure()) return e;
   const int64_t h4 = 4 * hidden;
@@ -181,7 +185,7 @@ ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi:
       continue;
     }
     std::fill(dhs, dhs + hidden, 0.0f);
-    StepActivations(px.typed_data() + b * h4, gh.typed_data() + b * h4, cp, p, hidden, eps, ln, row);
+    StepActivations(px.typed_data() + b * h4, gh.typed_data() + b * h4, cp, p, hidden, eps, ln, center, row);
     const float *si = row.act, *sf = row.act + hidden, *tg = row.act + 2 * hidden, *so = row.act + 3 * hidden;
     const float* dyr = dy.typed_data() + b * hidden;
     float* da = row.da;
@@ -195,7 +199,7 @@ ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi:
       St<w>(ln ? row.d_cn + j : row.d_c + j, dhn * o * (1.0f - th * th));
     });
     if (ln) {
-      LayerNormRowBackwardWithParams(row.d_cn, row.chat, row.rstd_c, p + kScaleC * hidden, hidden,
+      LayerNormRowBackwardWithParams(row.d_cn, row.chat, row.rstd_c, p + kScaleC * hidden, hidden, center,
                                      sums.at(kScaleC * hidden), sums.at(kBiasC * hidden), g.data(),
                                      row.d_c);
     }
@@ -215,9 +219,9 @@ ffi::Error StepBackward(ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> gh, ffi:
       St<w>(sum_bias + j, Ld<w>(sum_bias + j) + Ld<w>(da + j));
     });
     if (ln) {
-      LayerNormRowBackwardWithParams(da, row.xhat, row.rstd_x, p + kScaleX * hidden, h4,
+      LayerNormRowBackwardWithParams(da, row.xhat, row.rstd_x, p + kScaleX * hidden, h4, center,
                                      sums.at(kScaleX * hidden), nullptr, g.data(), dpx_r);
-      LayerNormRowBackwardWithParams(da, row.ghat, row.rstd_h, p + kScaleH * hidden, h4,
+      LayerNormRowBackwardWithParams(da, row.ghat, row.rstd_h, p + kScaleH * hidden, h4, center,
                                      sums.at(kScaleH * hidden), nullptr, g.data(), dgh_r);
     } else {
       std::copy(da, da + h4, dpx_r);
@@ -246,6 +250,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmStepForwardF32, StepForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // params (22H)
                                   .Attr<double>("eps")
                                   .Attr<bool>("ln")
+                                  .Attr<bool>("center")  // false: RMS norm instead of layer norm
                                   .Ret<ffi::Buffer<ffi::F32>>()  // c (B, H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h (B, H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // y (B, H)
@@ -264,6 +269,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmStepBackwardF32, StepBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // params (22H)
                                   .Attr<double>("eps")
                                   .Attr<bool>("ln")
+                                  .Attr<bool>("center")  // false: RMS norm instead of layer norm
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d px (B, 4H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d gh (B, 4H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d c_prev (B, H)

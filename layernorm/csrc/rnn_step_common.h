@@ -1,9 +1,10 @@
 // What the recurrent step kernels share (lstm_step_cpu.cc, gru_step_cpu.cc): vector exp, sigmoid and tanh, a row's
-// layer-norm statistics and backward, the column loop that handles a tail narrower than a vector, and the per-step
-// sums of the parameters' cotangents. Header-only, in an anonymous namespace: each kernel file gets its own inlined
-// copy.
+// layer-norm (or, without `center`, RMS-norm) statistics and backward, the column loop that handles a tail narrower
+// than a vector, and the per-step sums of the parameters' cotangents. Header-only, in an anonymous namespace: each
+// kernel file gets its own inlined copy.
 //
-// Numerics: float32; LN statistics two-pass in float32 with double-precision row sums; exp by a Cephes-style
+// Numerics: float32; LN statistics two-pass in float32 with double-precision row sums (RMS norm: one pass, the mean
+// square); exp by a Cephes-style
 // polynomial (within 2 ulp of expf), sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) by Cephes' polynomial near 0 and
 // 1 - 2 / (exp(2x) + 1) elsewhere.
 
@@ -85,14 +86,19 @@ inline float HorizontalSum(Vf v) {
   return total;
 }
 
-// Mean and 1 / sqrt(var + eps) of a row, two passes, sums in vector lanes finished in double.
-inline void RowStats(const float* v, int64_t n, double eps, float& mean, float& rstd) {
-  Vf s = {};
+// Mean and 1 / sqrt(var + eps) of a row, two passes, sums in vector lanes finished in double. Without `center` (RMS
+// norm, Zhang & Sennrich 2019) the mean is taken as 0, so the one pass left gives 1 / sqrt(mean(v^2) + eps), as
+// layer_norm_cpu.cc's kernels do with center=false.
+inline void RowStats(const float* v, int64_t n, double eps, bool center, float& mean, float& rstd) {
+  mean = 0.0f;
   int64_t j = 0;
-  for (; j + kW <= n; j += kW) s += LoadV(v + j);
-  double total = HorizontalSum(s);
-  for (; j < n; ++j) total += v[j];
-  mean = static_cast<float>(total / n);
+  if (center) {
+    Vf s = {};
+    for (; j + kW <= n; j += kW) s += LoadV(v + j);
+    double total = HorizontalSum(s);
+    for (; j < n; ++j) total += v[j];
+    mean = static_cast<float>(total / n);
+  }
   Vf q = {};
   j = 0;
   for (; j + kW <= n; j += kW) {
@@ -128,7 +134,8 @@ inline void St(float* p, Lane<kWidth> v) {
 }
 
 // LN backward of one row: given g = dy * scale and xhat, writes dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-inline void LayerNormRowBackward(const float* g, const float* xhat, float rstd, int64_t n, float* out) {
+// Without `center` (RMS norm: no mean was subtracted) the mean(g) term is dropped.
+inline void LayerNormRowBackward(const float* g, const float* xhat, float rstd, int64_t n, bool center, float* out) {
   Vf s = {}, q = {};
   int64_t j = 0;
   for (; j + kW <= n; j += kW) {
@@ -141,7 +148,7 @@ inline void LayerNormRowBackward(const float* g, const float* xhat, float rstd, 
     sum_g += g[j];
     sum_gx += g[j] * xhat[j];
   }
-  const float mean_g = static_cast<float>(sum_g / n), mean_gx = static_cast<float>(sum_gx / n);
+  const float mean_g = center ? static_cast<float>(sum_g / n) : 0.0f, mean_gx = static_cast<float>(sum_gx / n);
   Columns(n, [&](int64_t k, auto width) {
     constexpr int w = decltype(width)::value;
     St<w>(out + k, rstd * (Ld<w>(g + k) - mean_g - Ld<w>(xhat + k) * mean_gx));
@@ -149,9 +156,10 @@ inline void LayerNormRowBackward(const float* g, const float* xhat, float rstd, 
 }
 
 // LN backward of one row whose output's cotangent is d (n values), scale s: adds d * xhat into the scale's sum, d into
-// the bias's, and writes the input's cotangent into out (g, n floats of scratch, holds d * s).
+// the bias's, and writes the input's cotangent into out (g, n floats of scratch, holds d * s). `center` as in
+// LayerNormRowBackward.
 inline void LayerNormRowBackwardWithParams(const float* d, const float* xhat, float rstd, const float* s, int64_t n,
-                                           float* sum_scale, float* sum_bias, float* g, float* out) {
+                                           bool center, float* sum_scale, float* sum_bias, float* g, float* out) {
   Columns(n, [&](int64_t j, auto width) {
     constexpr int w = decltype(width)::value;
     const auto dv = Ld<w>(d + j);
@@ -159,7 +167,7 @@ inline void LayerNormRowBackwardWithParams(const float* d, const float* xhat, fl
     if (sum_bias != nullptr) St<w>(sum_bias + j, Ld<w>(sum_bias + j) + dv);
     St<w>(g + j, dv * Ld<w>(s + j));
   });
-  LayerNormRowBackward(g, xhat, rstd, n, out);
+  LayerNormRowBackward(g, xhat, rstd, n, center, out);
 }
 
 // The sums over a step's rows of the parameters' cotangents (n floats): added in float for 64 rows at a time, then
