@@ -13,7 +13,7 @@ from flax import nnx
 from configs import common
 from configs import mnist as mnist_config
 from experiments import loop, mnist
-from layernorm import BatchNorm, LayerNorm
+from layernorm import BatchNorm, LayerNorm, RMSNorm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,6 +24,8 @@ def reference_forward(model: mnist.MLP, x: np.ndarray, norm: str, unbiased: bool
   f64 = lambda v: np.asarray(v[...], np.float64)
 
   def normalize(a, module, over_batch):
+    if norm == 'rms':  # Gain, no re-centering, then the bias after the norm.
+      return a / np.sqrt(np.mean(a * a, 1, keepdims=True) + 1e-5) * f64(module.rms.scale) + f64(module.bias)
     axis = 0 if over_batch else 1
     mean = a.mean(axis, keepdims=True)
     var = a.var(axis, keepdims=True, ddof=1 if unbiased and over_batch else 0)
@@ -43,12 +45,13 @@ def reference_forward(model: mnist.MLP, x: np.ndarray, norm: str, unbiased: bool
   return normalize(logits, model.output_norm, True) if norm == 'bn' else logits + f64(model.output.bias)
 
 
-@pytest.mark.parametrize('norm', ['none', 'bn', 'ln'])
+@pytest.mark.parametrize('norm', ['none', 'bn', 'ln', 'rms'])
 def test_network_matches_numpy_reference_and_the_paper_layout(norm):
   model = mnist.MLP(12, (7, 5), 10, norm=norm, bn_unbiased=True, rngs=nnx.Rngs(0))
-  modules = [m for _, m in nnx.iter_graph(model) if isinstance(m, LayerNorm | BatchNorm)]
-  # LN on the hidden layers only; BN on every layer, the logits included; biases only where no norm follows.
-  assert [type(m).__name__ for m in modules] == {'none': [], 'ln': ['LayerNorm'] * 2, 'bn': ['BatchNorm'] * 3}[norm]
+  modules = [m for _, m in nnx.iter_graph(model) if isinstance(m, LayerNorm | BatchNorm | RMSNorm)]
+  # LN and RMS on the hidden layers only; BN on every layer, the logits included; biases only where no norm follows.
+  layouts = {'none': [], 'ln': ['LayerNorm'] * 2, 'bn': ['BatchNorm'] * 3, 'rms': ['RMSNorm'] * 2}
+  assert [type(m).__name__ for m in modules] == layouts[norm]
   assert [lin.bias is not None for lin in model.hidden] == [norm == 'none'] * 2
   assert (model.output.bias is not None) == (norm != 'bn')
 
@@ -83,6 +86,16 @@ def test_network_matches_numpy_reference_and_the_paper_layout(norm):
   values = mnist.eval_fn(model, batch, jax.random.key(0))
   np.testing.assert_allclose(values['nll'], eval_nll, rtol=2e-5, atol=1e-6)
   np.testing.assert_array_equal(values['error'], logits.argmax(1) != labels)
+
+
+def test_rms_network_is_the_ln_network_with_rms_norms_in_place_of_its_layer_norms():
+  """Same seed, same weights; the two differ only in the norms, and the RMS norm's missing re-centering shows."""
+  ln, rms = (mnist.MLP(12, (7, 5), 10, norm=n, rngs=nnx.Rngs(0)) for n in ('ln', 'rms'))
+  for a, b in zip([*ln.hidden, ln.output], [*rms.hidden, rms.output], strict=True):
+    np.testing.assert_array_equal(a.kernel[...], b.kernel[...])
+  assert not any(isinstance(m, LayerNorm) for _, m in nnx.iter_graph(rms))
+  x = np.random.default_rng(0).uniform(0, 1, (6, 12)).astype(np.float32)
+  assert np.max(np.abs(np.asarray(ln(x)) - np.asarray(rms(x)))) > 1e-2
 
 
 def test_config_variants():
@@ -163,7 +176,9 @@ def test_cli_rejects_a_bad_config_without_touching_the_workdir(tmp_path):
   assert sorted(os.listdir(workdir)) == before
 
 
-@pytest.mark.parametrize('variant', ['smoke,norm=none', 'smoke,norm=bn', 'smoke,norm=ln', 'smoke,norm=bn,batch_size=4'])
+@pytest.mark.parametrize(
+  'variant', ['smoke,norm=none', 'smoke,norm=bn', 'smoke,norm=ln', 'smoke,norm=rms', 'smoke,norm=bn,batch_size=4']
+)
 def test_smoke_variants_train(variant, tmp_path):
   config = mnist_config.get_config(variant)
   final = mnist.train_and_evaluate(config, str(tmp_path))

@@ -112,9 +112,11 @@ def check_experiment(
     problems.append(f'config.model and config.data are missing: build the config with {config_file}.')
     raise_config_problems(problems)
   if model.get('norm') not in norms:
+    # The paper's method is the example fix wherever it is allowed, not whichever norm happens to be listed last.
+    example = 'ln' if 'ln' in norms else norms[-1]
     problems.append(
       f'config.model.norm must be one of {", ".join(norms)}; got {model.get("norm")!r}. '
-      f'Fix: e.g. --config.model.norm={norms[-1]}'
+      f'Fix: e.g. --config.model.norm={example}'
     )
   for key in positive_int_fields:
     value = model.get(key)

@@ -5,7 +5,9 @@ A fully connected 784-1000-1000-10 network (the input size follows the data: 64 
   'bn':   batch normalization on every layer, the logits included (the paper: "applied to all layers"), with the
           unbiased batch variance when `config.model.bn_unbiased` (the paper's choice at batch size 4);
   'ln':   layer normalization on the hidden layers only: on the logits its invariance to the input scale would
-          remove the network's control over its confidence.
+          remove the network's control over its confidence;
+  'rms':  beyond the paper, an RMS norm (Zhang & Sennrich 2019: a gain, no re-centering) where 'ln' has its layer
+          norms, followed by a bias (the RMSNorm paper's f(RMS(a) g + b); LN's offset plays that role in 'ln').
 A linear layer feeds its normalization without a bias of its own (the normalization's bias replaces it).
 Per epoch the loop logs the mean training NLL ('train_epoch/loss') and the validation and test error
 ('eval/valid/error', 'eval/test/error') and NLL.
@@ -27,22 +29,39 @@ from flax import nnx
 
 from experiments import loop
 from experiments.data.mnist import check_source, load_mnist
-from layernorm import BatchNorm, LayerNorm
+from layernorm import BatchNorm, LayerNorm, RMSNorm
 
-NORMS = ('none', 'bn', 'ln')
+NORMS = ('none', 'bn', 'ln', 'rms')
+
+
+class BiasedRMSNorm(nnx.Module):
+  """An RMS norm's gain, then a bias: `RMS(a) g + b`, as the RMSNorm paper writes it.
+
+  `RMSNorm` has no offset of its own, and a bias in the linear layer before it would be rescaled with the sum it is
+  added to; added after the norm it plays the part LN's offset plays in the 'ln' network.
+  """
+
+  def __init__(self, num_features: int, *, epsilon: float):
+    self.rms = RMSNorm(num_features, epsilon=epsilon)
+    self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.rms(x) + self.bias[...]
 
 
 class MLP(nnx.Module):
-  """A ReLU network of fully connected layers with optional batch or layer normalization before each non-linearity.
+  """A ReLU network of fully connected layers with optional batch, layer or RMS normalization before each
+  non-linearity.
 
   Args:
     in_features: input size (784 for MNIST).
     hidden_sizes: sizes of the hidden layers ((1000, 1000) in the paper).
     num_classes: number of logits.
-    norm: 'none', 'bn' (every layer, logits included) or 'ln' (hidden layers only).
+    norm: 'none', 'bn' (every layer, logits included), 'ln' or 'rms' (hidden layers only; 'rms' with a bias after
+      each norm).
     bn_unbiased: BatchNorm uses the unbiased (n - 1) batch variance.
     bn_momentum: decay of BatchNorm's running averages.
-    eps: added to the variance in either normalization.
+    eps: added to the variance in BN and LN, to the mean square in the RMS norm.
     rngs: for the weight initialisation.
   """
 
@@ -69,8 +88,9 @@ class MLP(nnx.Module):
       if norm == 'bn':
         return BatchNorm(size, momentum=bn_momentum, eps=eps, unbiased=bn_unbiased, rngs=rngs)
       # No rngs: given them, LayerNorm draws a key per parameter as flax's does, which would move the output layer's
-      # initialisation and every logged number; its gain and bias are constants anyway.
-      return LayerNorm(size, epsilon=eps)
+      # initialisation and every logged number; its gain and bias are constants anyway. The same holds for 'rms',
+      # so that 'ln' and 'rms' networks of one seed start from the same weights.
+      return BiasedRMSNorm(size, epsilon=eps) if norm == 'rms' else LayerNorm(size, epsilon=eps)
 
     self.hidden = nnx.List(
       nnx.Linear(a, b, use_bias=not normalize, kernel_init=init, rngs=rngs) for a, b in itertools.pairwise(sizes)
