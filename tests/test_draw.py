@@ -15,6 +15,7 @@ from configs import draw as draw_config
 from experiments import draw, loop
 from experiments.draw.model import DRAW
 from experiments.draw.pictures import drawing_sequence, samples_grid
+from layernorm import LayerNorm, RMSDRAWLSTMCell
 from scripts import draw_pictures
 
 
@@ -87,8 +88,7 @@ def smoke_run(tmp_path_factory):
   return workdir, metrics
 
 
-def test_smoke_run_bound_is_finite_and_decreases(smoke_run):
-  workdir, metrics = smoke_run
+def assert_the_bound_is_finite_and_decreases(workdir, metrics):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   losses = [r['train/loss'] for r in rows if 'train/loss' in r]
@@ -99,6 +99,20 @@ def test_smoke_run_bound_is_finite_and_decreases(smoke_run):
   assert losses[-1] < losses[0] - 1.0
   assert bounds[-1] < bounds[0]
   assert metrics['eval/test/nll_bound'] == pytest.approx(bounds[-1])
+
+
+def test_smoke_run_bound_is_finite_and_decreases(smoke_run):
+  assert_the_bound_is_finite_and_decreases(*smoke_run)
+
+
+def test_rms_smoke_run_trains_rms_cells_in_place_of_the_ln_ones(tmp_path):
+  workdir = str(tmp_path)
+  assert_the_bound_is_finite_and_decreases(
+    workdir, draw.train_and_evaluate(draw_config.get_config('smoke,norm=rms'), workdir)
+  )
+  trained = draw.load_trained_model(workdir)
+  assert type(trained.encoder) is type(trained.decoder) is RMSDRAWLSTMCell
+  assert not any(isinstance(m, LayerNorm) for _, m in nnx.iter_graph(trained))
 
 
 def test_pictures_from_the_checkpoint(smoke_run, tmp_path):

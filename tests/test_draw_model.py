@@ -12,7 +12,7 @@ from flax import nnx
 
 from experiments.draw import model as dm
 from experiments.draw.pictures import drawing_sequence, samples_grid, save_png
-from layernorm import layer_norm
+from layernorm import layer_norm, rms_norm
 
 TINY = dict(hidden=16, latent=4, glimpses=3, read_n=2, write_n=3)
 TINY_SHAPE = (8, 9)  # Not square, so a swapped height and width fails.
@@ -180,16 +180,23 @@ def test_sample_returns_the_canvas_after_every_glimpse(tiny_model):
   np.testing.assert_allclose(tiny_model.sample(4, jax.random.key(3), return_canvases=False), canvases[-1], rtol=1e-6)
 
 
-@pytest.mark.parametrize('norm', ['none', 'ln'])
-def test_the_cells_normalize_c_only_in_the_ln_variant(norm):
-  """Layout-free hand check: h_t = sigmoid(o) tanh(LN(c_t)) ('ln') or sigmoid(o) tanh(c_t) ('none'); c_t un-normalized.
+SQUASH = {
+  'none': jnp.tanh,
+  'ln': lambda c: jnp.tanh(layer_norm(c)),
+  'rms': lambda c: jnp.tanh(rms_norm(c, eps=1e-6)),
+}
+
+
+@pytest.mark.parametrize('norm,other', [('none', 'ln'), ('ln', 'none'), ('ln', 'rms'), ('rms', 'ln')])
+def test_the_cells_normalize_c_only_in_the_normalized_variants(norm, other):
+  """Layout-free hand check: h_t = sigmoid(o) tanh(N(c_t)) with N the variant's norm (LN for 'ln', RMS for 'rms',
+  none for 'none'), and not the `other` variant's; c_t un-normalized.
 
   The gates depend on (x, h_{t-1}) only, so three steps that differ only in c_{t-1} share sigmoid(o) and sigmoid(f):
-  c_t must move linearly with c_{t-1} (so it is not normalized), and h_t / tanh(LN(c_t)) must be the same in all three.
+  c_t must move linearly with c_{t-1} (so it is not normalized), and h_t / tanh(N(c_t)) must be the same in all three.
   """
   model = dm.DRAW(TINY_SHAPE, **TINY, norm=norm, rngs=nnx.Rngs(1))
-  squash = (lambda c: jnp.tanh(layer_norm(c))) if norm == 'ln' else jnp.tanh
-  other = jnp.tanh if norm == 'ln' else (lambda c: jnp.tanh(layer_norm(c)))
+  squash, other = SQUASH[norm], SQUASH[other]
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
   hidden = TINY['hidden']
@@ -210,7 +217,7 @@ def test_the_cells_normalize_c_only_in_the_ln_variant(norm):
     assert not np.allclose(h1 * other(c2), h2 * other(c1), atol=1e-3)
 
 
-@pytest.mark.parametrize('norm', ['none', 'ln'])
+@pytest.mark.parametrize('norm', ['none', 'ln', 'rms'])
 def test_paper_variant_shapes_and_parameter_count(norm):
   """The defaults are the paper's MNIST model; traced abstractly (no compile) to stay fast."""
   model = nnx.eval_shape(lambda: dm.DRAW(norm=norm, rngs=nnx.Rngs(0)))
@@ -220,7 +227,8 @@ def test_paper_variant_shapes_and_parameter_count(norm):
   canvases = nnx.eval_shape(lambda m: m.sample(3, jax.random.key(0)), model)
   assert canvases.shape == (64, 3, 28, 28)
   h, z = 256, 100
-  lstm = lambda n_in: 4 * h * (n_in + h) + 4 * h + (2 * h if norm == 'ln' else 0)  # + LN gain and bias on c.
+  norm_params = {'none': 0, 'ln': 2 * h, 'rms': h}[norm]  # LN's gain and bias on c; the RMS norm's gain alone.
+  lstm = lambda n_in: 4 * h * (n_in + h) + 4 * h + norm_params
   expected = (
     lstm(2 * 2 * 2 + h)  # encoder: two 2x2 glimpses and h_dec
     + lstm(z)  # decoder
@@ -329,7 +337,7 @@ def reference_bound(model, x, rng):
   return reconstruction, np.stack(kl, axis=1)
 
 
-@pytest.mark.parametrize('norm', ['none', 'ln'])
+@pytest.mark.parametrize('norm', ['none', 'ln', 'rms'])
 def test_kl_and_bound_with_a_trained_posterior_match_a_hand_computation(norm):
   """With non-zero posterior weights (the layer starts at zero, where every KL is 0): the model's KL per glimpse and
   its bound equal the loop above, and the KL is far from zero, so a dropped or mis-scaled KL term cannot pass."""

@@ -13,6 +13,8 @@ Conventions:
 * `norm='ln'` uses the DRAW LSTM of the LN paper (appendix eq. 29-31: plain gates, LN only on the copy of c_t that
   enters the output tanh, the carried c_t un-normalized) in BOTH the encoder and the decoder. The paper does not say
   which of the two it normalized (docs/paper.md, section 4: not stated); both is our documented guess.
+* `norm='rms'` (beyond the paper) uses `layernorm.RMSDRAWLSTMCell` in both: an RMS norm (a gain, no re-centering)
+  where the DRAW LSTM has its one LN.
 """
 
 from __future__ import annotations
@@ -110,8 +112,13 @@ def write(w_BxNxN: jax.Array, fx_BxNxW: jax.Array, fy_BxNxH: jax.Array, gamma_B:
 
 CellType = Callable[..., nnx.Module]
 
-# The baseline uses the plain LSTM; the LN variant the appendix's DRAW LSTM (eq. 29-31) in encoder and decoder.
-CELLS: dict[str, CellType] = {'none': layernorm.LSTMCell, 'ln': layernorm.DRAWLSTMCell}
+# The baseline uses the plain LSTM; the LN variant the appendix's DRAW LSTM (eq. 29-31) in encoder and decoder, the
+# RMS variant the same cell with an RMS norm in place of its LN.
+CELLS: dict[str, CellType] = {
+  'none': layernorm.LSTMCell,
+  'ln': layernorm.DRAWLSTMCell,
+  'rms': layernorm.RMSDRAWLSTMCell,
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -139,7 +146,8 @@ class DRAW(nnx.Module):
     glimpses: time steps T.
     read_n: read window N x N (2 in the paper variant).
     write_n: write window N x N (5).
-    norm: 'none' (plain LSTMs) or 'ln' (the DRAW LSTM, eq. 29-31, in the encoder and the decoder).
+    norm: 'none' (plain LSTMs), 'ln' (the DRAW LSTM, eq. 29-31, in the encoder and the decoder) or 'rms' (the DRAW
+      LSTM with an RMS norm in place of its LN).
     cell_type: cell class built as `cell_type(in_features, hidden_features, rngs=rngs)`; carry (c, h), flax's cell
       protocol. Defaults to the cell `norm` names; when given, `norm` is only a label.
     rngs: parameter initialisation.
@@ -158,8 +166,8 @@ class DRAW(nnx.Module):
     cell_type: CellType | None = None,
     rngs: nnx.Rngs,
   ):
-    if norm not in ('none', 'ln'):
-      raise ValueError(f"DRAW norm must be 'none' or 'ln'; got {norm!r}.")
+    if norm not in CELLS:
+      raise ValueError(f'DRAW norm must be one of {", ".join(CELLS)}; got {norm!r}.')
     if len(image_shape) != 2:
       raise ValueError(f'DRAW image_shape must be (height, width); got {image_shape!r}.')
     sizes = dict(hidden=hidden, latent=latent, glimpses=glimpses, read_n=read_n, write_n=write_n)

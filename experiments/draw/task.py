@@ -2,7 +2,8 @@
 
 The model is `experiments.draw.model.DRAW`: filterbank read and write attention, encoder and decoder LSTMs, a
 Gaussian latent per glimpse and a Bernoulli likelihood on the final canvas. `norm='ln'` uses the appendix's DRAW LSTM
-(eq. 29-31, LN only on the cell before the output tanh) in both the encoder and the decoder.
+(eq. 29-31, LN only on the cell before the output tanh) in both the encoder and the decoder; `norm='rms'` the same
+cell with an RMS norm (a gain, no re-centering) in place of its LN.
 
 The training loss is the per-example negative variational bound (reconstruction cross-entropy + the sum over glimpses of
 KL(q(z_t | .) || N(0, I))) averaged over the batch; per epoch the loop logs the bound in nats on the validation and test
@@ -26,7 +27,7 @@ from experiments import loop
 from experiments.draw.data import FIXED_SPLIT_SOURCES, check_source, load_binarized_mnist
 from experiments.draw.model import DRAW, negative_elbo_terms
 
-NORMS = ('none', 'ln')
+NORMS = ('none', 'ln', 'rms')
 SIZE_FIELDS = ('hidden', 'latent', 'glimpses', 'read_n', 'write_n')
 
 
