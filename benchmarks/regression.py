@@ -27,7 +27,6 @@ theirs). Time on a quiet machine: the load average is printed at the start and t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import json
@@ -43,7 +42,7 @@ from flax import nnx
 from benchmarks import timing
 from benchmarks.layer_norm import environment
 from benchmarks.mnist_throughput import LoopChunk
-from experiments import allocator, loop
+from experiments import allocator, cli_errors, loop
 from experiments.flag_spelling import add_flag
 
 BASELINE_PATH = os.path.join(os.path.dirname(__file__), 'regression_baseline.json')
@@ -276,8 +275,9 @@ def write_baseline(path: str, results: Sequence[dict], env: dict) -> None:
   print(f'wrote {path}')
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true', help='the rows that matter most, fewer repeats (about 40 s)')
   parser.add_argument('--check', action='store_true', help='exit 1 when a ratio is >15%% above its baseline')
   parser.add_argument('--rows', help='comma-separated experiments or rows (default: all, or the quick set)')

@@ -36,7 +36,7 @@ from experiments.data import DataError  # noqa: E402
 EXIT_CONFIG = cli_errors.EXIT_CONFIG
 EXIT_WORKDIR = cli_errors.EXIT_WORKDIR
 EXIT_DIVERGED = cli_errors.EXIT_DIVERGED
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = cli_errors.EXIT_INTERRUPTED
 
 FLAGS = flags.FLAGS
 
@@ -146,6 +146,7 @@ def make_main(
     if code:
       sys.exit(code)
 
+  main = cli_errors.entry_point(main)  # What run_experiment does not catch (a Ctrl-C before it) ends as a script's.
   main.experiment = cli_errors.experiment_name(train_and_evaluate)
   return main
 

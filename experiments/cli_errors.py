@@ -1,4 +1,10 @@
-"""One message per mistake on an experiment's command line: flag and config-file errors, and the fix for each.
+"""The project's error contract, shared by every command-line entry point, and the messages for experiment flags.
+
+The contract: a known mistake ends the process with one 'Error: ...' line on stderr that names the file or field and
+the fix, and an exit status that means the same everywhere: 2 for a bad argument, config or data file, 3 for an
+unusable workdir, 4 for a diverged run, 130 for Ctrl-C (128 + SIGINT, the shell's convention). `--traceback` (or
+LAYERNORM_TRACEBACK=1) shows the full traceback instead. Scripts get it from `entry_point` (their `main`) and
+`ArgumentParser`; the experiments' absl command line (`experiments.cli`) from `parse_flags` and `entry_point`.
 
 absl and ml_collections report a typo in an override, a missing config file or a config file that raises as a
 traceback (or a traceback inside a flag error); `parse_flags` turns each into one 'Error: ...' naming the file or
@@ -7,21 +13,129 @@ field and the fix. No jax here: this runs before anything heavy is imported.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 EXIT_CONFIG = 2
 EXIT_WORKDIR = 3
 EXIT_DIVERGED = 4
+EXIT_INTERRUPTED = 130
 TRACEBACK_ENV = 'LAYERNORM_TRACEBACK'
 HELP = "Fix: see --help; `--config configs/<name>.py --list_config` lists a config's variants and fields."
+_traceback_requested = False  # Set by `entry_point` when its argv (not necessarily sys.argv) holds --traceback.
 
 
 def wants_traceback() -> bool:
   """--traceback or LAYERNORM_TRACEBACK=1: show the full traceback of known errors (for debugging the code)."""
-  return os.environ.get(TRACEBACK_ENV, '').lower() in ('1', 'true', 'yes') or '--traceback' in sys.argv
+  env = os.environ.get(TRACEBACK_ENV, '').lower() in ('1', 'true', 'yes')
+  return env or _traceback_requested or '--traceback' in sys.argv
+
+
+class CommandError(Exception):
+  """A known mistake on a command line: the message names the argument, file or field and the fix.
+
+  `code` is the exit status: EXIT_CONFIG (a bad argument, config or data file) unless it is the workdir's fault.
+  """
+
+  def __init__(self, message: str, code: int = EXIT_CONFIG):
+    super().__init__(message)
+    self.code = code
+
+
+def command_name() -> str:
+  """'python -m scripts.plot' for this process when it runs a module of the project, else the script's name."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ''
+  relative = os.path.relpath(script, root) if script else '..'
+  if not relative.endswith('.py') or relative.startswith('..'):
+    return os.path.basename(script) or 'python'
+  module = relative[: -len('.py')].replace(os.sep, '.').removesuffix('.__main__')
+  return f'python -m {module}'
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse under the contract: a bad argument is one 'Error:' line naming the fix and exit 2; --traceback listed.
+
+  argparse's own report is the usage text and 'prog: error: ...' with exit 2; the usage is left to --help.
+  """
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault('prog', command_name())
+    super().__init__(*args, **kwargs)
+    self.add_argument(
+      '--traceback', action='store_true', help='show the full traceback of a known error (also: LAYERNORM_TRACEBACK=1)'
+    )
+
+  def error(self, message: str):
+    message = message.rstrip('.')
+    sys.exit(fail(None, f'{message}. Fix: see `{self.prog} --help`.', EXIT_CONFIG))
+
+
+def known_error(e: BaseException) -> tuple[str, int] | None:
+  """(message, exit status) for an exception the contract covers, or None for one that is a bug (a traceback)."""
+  from experiments.data import DataError
+  from experiments.workdir import WorkdirError
+
+  if isinstance(e, CommandError):
+    return str(e), e.code
+  if isinstance(e, DataError):
+    return str(e), EXIT_CONFIG
+  loop_errors = sys.modules.get('experiments.loop.errors')  # Only a process that imported the loop can raise these.
+  if loop_errors is not None:
+    if isinstance(e, loop_errors.ConfigError):
+      return str(e), EXIT_CONFIG
+    if isinstance(e, loop_errors.DivergedError):
+      return str(e), EXIT_DIVERGED
+  checkpoints = sys.modules.get('experiments.loop.checkpoints')
+  if isinstance(e, WorkdirError) or (checkpoints is not None and isinstance(e, checkpoints.CheckpointMismatchError)):
+    return str(e), EXIT_WORKDIR
+  if isinstance(e, OSError) and (e.filename or e.strerror):
+    return (
+      f'{e.filename or "a file"}: {e.strerror or e}. Fix: check that the path exists and that its directory is '
+      'readable (and writable, for an output).'
+    ), EXIT_CONFIG
+  return None
+
+
+def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
+  """Runs a command's `main(argv, ...)` under the contract and returns its exit status (0 when it returns None).
+
+  A known error (`known_error`) prints its one 'Error:' line; Ctrl-C prints one line saying what to re-run and
+  returns 130; anything else is a bug and propagates as a traceback. --traceback in `argv` (or sys.argv when `argv` is
+  None) re-raises known errors too.
+  """
+
+  @functools.wraps(main)
+  def guarded(argv: Sequence[str] | None = None, *args, **kwargs) -> int:
+    global _traceback_requested
+    words = sys.argv[1:] if argv is None else list(argv)
+    previous, _traceback_requested = _traceback_requested, _traceback_requested or '--traceback' in words
+    try:
+      code = main(argv, *args, **kwargs)
+      return 0 if code is None else code
+    except KeyboardInterrupt:
+      if wants_traceback():
+        raise
+      message = f'Interrupted (Ctrl-C). Re-run `{command_name()}` with the same arguments to go on.'
+      print(f'\n{message}\n', file=sys.stderr, flush=True)
+      return EXIT_INTERRUPTED
+    except Exception as e:
+      interrupted = sys.modules.get('experiments.loop.errors')
+      if interrupted is not None and isinstance(e, interrupted.Interrupted) and not wants_traceback():
+        print(f'\n{e}\n', file=sys.stderr, flush=True)  # The loop's message says where it stopped and how to resume.
+        return EXIT_INTERRUPTED
+      known = known_error(e)
+      if known is None:
+        raise
+      return fail(e, *known)
+    finally:
+      _traceback_requested = previous
+
+  return guarded
 
 
 def fail(exc: BaseException | None, message: str, code: int) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 # Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
 from matplotlib.figure import Figure
 
-from experiments import seed_bands
+from experiments import cli_errors, seed_bands
 from experiments import workdir as wd
 from experiments.seed_bands import seedless
 
@@ -348,3 +348,24 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
   title = layout.title + (f' (data: {sources.pop()})' if len(sources) == 1 else '')
   fig.suptitle(textwrap.fill(title, int(13 * width)), fontsize=10)
   return fig
+
+
+def check_out(out: str) -> None:
+  """Fails before any figure is drawn unless `out` names an image file in an existing directory.
+
+  matplotlib would append '.png' to a name without an extension (a directory's name too) and write beside it.
+  """
+  if os.path.isdir(out):
+    raise cli_errors.CommandError(
+      f'--out {out} is a directory. Fix: name the PNG file to write, e.g. --out {os.path.join(out, "figure.png")}.'
+    )
+  parent = os.path.dirname(out) or '.'
+  if not os.path.isdir(parent):
+    raise cli_errors.CommandError(f'--out {out}: the directory {parent} does not exist. Fix: mkdir -p {parent}.')
+  extension = os.path.splitext(out)[1].lstrip('.').lower()
+  supported = Figure().canvas.get_supported_filetypes()
+  if extension not in supported:
+    raise cli_errors.CommandError(
+      f'--out {out}: {f"{extension!r} is no image format" if extension else "no file extension"} '
+      f'(matplotlib writes {", ".join(sorted(supported))}). Fix: e.g. --out {os.path.splitext(out)[0]}.png.'
+    )

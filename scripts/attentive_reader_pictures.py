@@ -18,7 +18,8 @@ import sys
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments import console, loop
+from experiments import cli_errors, console, loop
+from experiments import workdir as wd
 from experiments.attentive_reader import data as qa_data
 from experiments.attentive_reader.pictures import attention_figure
 from experiments.attentive_reader.task import load_data, load_trained_model
@@ -70,8 +71,29 @@ def summary_table(runs: list[str], at_steps: list[int], reach: list[float]) -> s
   return '\n'.join(lines)
 
 
+def parse_which(text: str) -> str | int:
+  """--which: 'best', 'latest' or a step (an int); CommandError for anything else."""
+  if text in ('best', 'latest'):
+    return text
+  if text.isdigit():
+    return int(text)
+  raise cli_errors.CommandError(f'--which {text}: use best, latest or a kept step (e.g. --which 2000).')
+
+
+def check_runs(runs: list[str]) -> None:
+  """Fails before anything is drawn unless every run is a workdir of experiments.attentive_reader."""
+  for run in runs:
+    if 'vocab_size' not in wd.read_task_metadata(run):
+      raise cli_errors.CommandError(
+        f'{run} is no workdir of experiments.attentive_reader (its task.json records no vocabulary). Fix: name '
+        'attentive reader runs only, e.g. runs/fig2/norm=*.',
+        cli_errors.EXIT_WORKDIR,
+      )
+
+
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('workdirs', nargs='+', help='Attentive reader run directories (or a sweep root).')
   parser.add_argument('--out', help="Where figure2.png goes (default: the first run's parent directory).")
   parser.add_argument('--num_examples', type=int, default=3)
@@ -79,30 +101,38 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--at_steps', type=int, nargs='*', default=[1000, 2000, 3000], help='Table columns.')
   parser.add_argument('--reach', type=float, nargs='*', default=[0.7, 0.6], help='"First step <= error" columns.')
   args = parser.parse_args(argv)
+  which = parse_which(args.which)
+  if args.num_examples < 0:
+    parser.error(f'--num_examples must be >= 0 (0: no attention pictures); got {args.num_examples}')
+  if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+    parser.error(f'--out {args.out} is a file; name a directory (it is created if missing)')
   console.quiet()
   runs = [r for r in plot.find_runs(args.workdirs) if os.path.isfile(os.path.join(r, 'metrics.jsonl'))]
   if not runs:
-    print(
-      f'Error: no workdirs with metrics.jsonl in {args.workdirs}. Train one first: python -m '
+    raise cli_errors.CommandError(
+      f'no workdirs with metrics.jsonl in {" ".join(args.workdirs)}. Fix: train one first: python -m '
       'experiments.attentive_reader --config configs/attentive_reader.py --workdir DIR',
-      file=sys.stderr,
+      cli_errors.EXIT_WORKDIR,
     )
-    return 1
-  out = args.out or os.path.dirname(os.path.abspath(runs[0]))
-  os.makedirs(out, exist_ok=True)
-  paths = [os.path.join(out, 'figure2.png')]
-  figure2(runs).savefig(paths[0], dpi=120)
-  which = int(args.which) if args.which.isdigit() else args.which
+  check_runs(runs)
+  # Everything is drawn before anything is written: a run that fails (no such checkpoint) leaves no partial output.
+  figures = {}
+  try:
+    figures[os.path.join(args.out or os.path.dirname(os.path.abspath(runs[0])), 'figure2.png')] = figure2(runs)
+  except ValueError as e:  # A malformed metrics.jsonl.
+    raise cli_errors.CommandError(str(e), cli_errors.EXIT_WORKDIR) from e
   for run in runs if args.num_examples > 0 else []:
     try:
-      fig = attention_figure(attention_examples(run, args.num_examples, which))
-    except FileNotFoundError as e:
-      print(f'Skipping {run}: {e}', file=sys.stderr)
-      continue
-    paths.append(os.path.join(run, 'attention.png'))
-    fig.savefig(paths[-1], dpi=110)
+      examples = attention_examples(run, args.num_examples, which)
+    except FileNotFoundError as e:  # No such checkpoint, or no best model.
+      message = f'{e} Fix: --which best, latest or a step the run kept.'
+      raise cli_errors.CommandError(message, cli_errors.EXIT_WORKDIR) from e
+    figures[os.path.join(run, 'attention.png')] = attention_figure(examples)
+  os.makedirs(os.path.dirname(next(iter(figures))), exist_ok=True)
+  for path, fig in figures.items():
+    fig.savefig(path, dpi=120 if path.endswith('figure2.png') else 110)
   print(summary_table(runs, args.at_steps, args.reach))
-  print('\n'.join(paths))
+  print('\n'.join(figures))
   return 0
 
 

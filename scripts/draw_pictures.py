@@ -17,7 +17,8 @@ import sys
 import jax
 import numpy as np
 
-from experiments import console
+from experiments import cli_errors, console
+from experiments import workdir as wd
 from experiments.draw.pictures import drawing_sequence, samples_grid, save_png
 from experiments.draw.task import load_trained_model
 
@@ -37,32 +38,61 @@ def write_pictures(
   ]
 
 
+def check_workdir(workdir: str, steps: int | None) -> int:
+  """The glimpses to show per sequence: `steps`, or 8 (fewer for a model with fewer glimpses) when it is None.
+
+  Fails before any model is loaded unless `workdir` is a DRAW run with at least `steps` glimpses.
+  """
+  saved = wd.read_saved_config(workdir) if os.path.isdir(workdir) else None
+  glimpses = (saved or {}).get('model', {}).get('glimpses') if isinstance(saved, dict) else None
+  if not isinstance(glimpses, int):
+    raise cli_errors.CommandError(
+      f'{workdir} is no workdir of experiments.draw (no config.json with model.glimpses). Fix: name a DRAW run, or '
+      'train one first: python -m experiments.draw --config configs/draw.py --workdir DIR.',
+      cli_errors.EXIT_WORKDIR,
+    )
+  if steps is None:
+    return min(8, glimpses)
+  if steps > glimpses:
+    raise cli_errors.CommandError(
+      f'--steps {steps}: the model in {workdir} draws in {glimpses} glimpses, so at most {glimpses} can be shown. '
+      f'Fix: --steps {min(8, glimpses)} (or up to {glimpses}).'
+    )
+  return steps
+
+
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('workdir', help='A DRAW run directory (experiments.draw --workdir).')
   parser.add_argument('--out', help='Where to write the PNGs (default: the workdir).')
   parser.add_argument('--num_samples', type=int, default=64)
   parser.add_argument('--num_sequences', type=int, default=8)
-  parser.add_argument('--steps', type=int, default=8, help='Glimpses shown per drawing sequence.')
+  parser.add_argument(
+    '--steps', type=int, default=None, help="Glimpses shown per drawing sequence (default: 8, or the model's glimpses)."
+  )
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
   console.quiet()
-  if min(args.num_samples, args.num_sequences, args.steps) < 1:
+  if min(args.num_samples, args.num_sequences, 1 if args.steps is None else args.steps) < 1:
     parser.error('--num_samples, --num_sequences and --steps must be positive.')
+  steps = check_workdir(args.workdir, args.steps)
+  if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+    parser.error(f'--out {args.out} is a file; name a directory (it is created if missing)')
   try:
     paths = write_pictures(
       args.workdir,
       args.out or args.workdir,
       num_samples=args.num_samples,
       num_sequences=args.num_sequences,
-      steps=args.steps,
+      steps=steps,
       seed=args.seed,
     )
-  except FileNotFoundError as e:
-    print(
-      f'Error: {e} Train it first: python -m experiments.draw --config configs/draw.py --workdir DIR', file=sys.stderr
-    )
-    return 1
+  except FileNotFoundError as e:  # No task.json, or no usable checkpoint.
+    raise cli_errors.CommandError(
+      f'{e} Fix: train it first: python -m experiments.draw --config configs/draw.py --workdir DIR',
+      cli_errors.EXIT_WORKDIR,
+    ) from e
   print('\n'.join(paths))
   return 0
 

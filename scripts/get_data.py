@@ -22,7 +22,6 @@ input.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import dataclasses
@@ -48,6 +47,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from experiments import cli_errors
 from experiments.data import DATA_ENV, DEFAULT_HOME, data_home, home
 
 DEFAULT_DIR = DEFAULT_HOME
@@ -891,12 +891,13 @@ class Fetcher:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(cli_errors.ArgumentParser):
   def error(self, message):
     print(f'Error: {message}. Usage: python -m scripts.get_data NAME... [--dir DATA]', file=sys.stderr)
     sys.exit(2)
 
 
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None, clients: Clients | None = None) -> int:
   parser = _Parser(prog='python -m scripts.get_data', description=__doc__.split('\n')[0])
   parser.add_argument('names', nargs='+', metavar='NAME', help=f'{", ".join(NAMES)} or all')

@@ -11,11 +11,12 @@ paper's three rows, an RMS norm row (not in the paper) is measured the same way 
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
 
+from experiments import cli_errors
 from layernorm import invariance as inv
 
 MARK = '✗'
@@ -126,8 +127,9 @@ def markdown_table(cells: list[inv.Cell], num_layers: int, eps: float) -> str:
   return '\n'.join(lines)
 
 
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--markdown', action='store_true', help='print a Markdown table (for the README)')
   parser.add_argument('--layers', type=int, default=5, help='random layers measured per cell (default 5)')
   parser.add_argument(
@@ -139,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.layers < 1:
     parser.error(f'--layers must be at least 1; got {args.layers}.')
+  if not (math.isfinite(args.eps) and args.eps >= 0):
+    parser.error(f"--eps must be a number >= 0 (0: the paper's formulas, without epsilon); got {args.eps}")
 
   start = time.perf_counter()
   cells = inv.measure_table(range(args.layers), eps=args.eps, methods=inv.ALL_METHODS)

@@ -18,7 +18,6 @@ files only, never from live runs; a partly written last line of a running job is
 lowest to the highest seed, labelled '(N seeds)' (experiments/seed_bands.py).
 """
 
-import argparse
 import dataclasses
 import math
 import os
@@ -28,7 +27,7 @@ from collections.abc import Iterable, Sequence
 # Figure, not pyplot: no global figure registry or GUI backend, so this works headless and inside notebooks alike.
 from matplotlib.figure import Figure
 
-from experiments import figures, seed_bands, workdir
+from experiments import cli_errors, figures, seed_bands, workdir
 
 X_KEYS = ('step', 'epoch')
 # Figure 6's metric names; the first one a run logged is used, so the figure survives renames in the loop. The
@@ -322,8 +321,9 @@ def make_figure(paths: Sequence[str], layout: str = 'curves', x: str | None = No
   raise ValueError(f'Unknown layout {layout!r}; choose one of {", ".join(LAYOUTS)}.')
 
 
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m scripts.plot', description=__doc__.split('\n')[0])
+  parser = cli_errors.ArgumentParser(prog='python -m scripts.plot', description=__doc__.split('\n')[0])
   parser.add_argument('rundirs', nargs='+', metavar='RUNDIR', help='workdirs, or sweep roots holding workdirs')
   parser.add_argument('--out', required=True, help='PNG file to write')
   parser.add_argument('--layout', choices=LAYOUTS, default='curves', help="a paper figure's layout, or any curves")
@@ -336,11 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument('--logy', action='store_true', help='log-scale y axes (curves layout)')
   args = parser.parse_args(argv)
+  figures.check_out(args.out)
   try:
     fig = make_figure(args.rundirs, args.layout, args.x, args.metrics, args.logy)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  except ValueError as e:  # A workdir's files, or metrics and layout that do not go together.
+    raise cli_errors.CommandError(str(e)) from e
   fig.savefig(args.out, dpi=150)
   print(f'wrote {args.out}')
   return 0

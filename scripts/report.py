@@ -11,11 +11,11 @@ METRIC=VALUE` adds a column with the first epoch whose METRIC is <= VALUE (the "
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 from collections.abc import Sequence
 
-from experiments import workdir
+from experiments import cli_errors, workdir
 from experiments.epochs import format_epoch
 from scripts import plot
 
@@ -98,20 +98,46 @@ def make_table(
   return '\n'.join(lines)
 
 
+def check_epochs(epochs: Sequence[float]) -> None:
+  """Epochs are counted from 1 (the first epoch's end); a negative, zero or NaN one can match no logged row."""
+  bad = [e for e in epochs if not (math.isfinite(e) and e > 0)]
+  if bad:
+    raise cli_errors.CommandError(
+      f'--epochs {" ".join(f"{e:g}" for e in bad)}: each epoch must be a positive number (runs log epoch 1 at the end '
+      'of their first epoch). Fix: e.g. --epochs 1 5 10.'
+    )
+
+
+def check_some_value(runs: Sequence[plot.Run], metrics: Sequence[str], epochs: Sequence[float]) -> None:
+  """A table of dashes answers nothing: fails, naming the epochs the runs did log, when no cell has a value."""
+  if any(value_at_epoch(run, m, e) is not None for run in runs for m in metrics for e in epochs):
+    return
+  logged = sorted({row['epoch'] for run in runs for row in run.rows if isinstance(row.get('epoch'), int | float)})
+  shown = ', '.join(f'{e:g}' for e in logged[:10]) + (f', ... {logged[-1]:g}' if len(logged) > 10 else '')
+  raise cli_errors.CommandError(
+    f'no run logged {", ".join(metrics)} at epoch {", ".join(f"{e:g}" for e in epochs)}; the runs logged epochs '
+    f'{shown or "none"}. Fix: --epochs with some of those.'
+  )
+
+
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m scripts.report', description=__doc__.split('\n')[0])
+  parser = cli_errors.ArgumentParser(prog='python -m scripts.report', description=__doc__.split('\n')[0])
   parser.add_argument('rundirs', nargs='+', metavar='RUNDIR', help='workdirs, or sweep roots holding workdirs')
   parser.add_argument('--metrics', nargs='+', required=True, help='metric names, e.g. eval/test/error')
   parser.add_argument('--epochs', nargs='+', type=float, required=True, help='epochs to read the metrics at')
   parser.add_argument('--reach', nargs='*', default=[], metavar='METRIC=VALUE', help='first epoch with METRIC <= VALUE')
   parser.add_argument('--status', action='store_true', help="add each run's status.json")
   args = parser.parse_args(argv)
+  check_epochs(args.epochs)
   try:
+    reach = [parse_reach(r) for r in args.reach]
     runs = [plot.load_run(p) for p in plot.find_runs(args.rundirs)]
-    print(make_table(runs, args.metrics, args.epochs, [parse_reach(r) for r in args.reach], args.status))
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+    table = make_table(runs, args.metrics, args.epochs, reach, args.status)
+  except ValueError as e:  # A workdir's files, a metric no run logged, or a malformed --reach.
+    raise cli_errors.CommandError(str(e)) from e
+  check_some_value(runs, args.metrics, args.epochs)
+  print(table)
   return 0
 
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from experiments import cli_errors
 from experiments import data as data_lib
 from experiments import workdir as wd
 from experiments.flag_spelling import add_flag
@@ -463,7 +464,7 @@ def git_commit() -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli_errors.ArgumentParser(
     prog='python -m scripts.reproduce',
     description=__doc__.split('\n')[0],
     formatter_class=argparse.RawTextHelpFormatter,
@@ -553,14 +554,14 @@ def seeds_for(args: argparse.Namespace, result: pr.Result) -> int:
   return args.seeds_of.get(result.key, args.seeds_of['*'])
 
 
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   start = time.monotonic()
   try:
     results = pr.select(args.only.split(',') if args.only else None)
   except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
   real = args.scale == 'cpu' and args.data == 'real'
   missing = fetched_sets(results, fetch=not args.dry_run) if real else {}
   variants, not_real = {}, {}
@@ -576,8 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       for r in results
     }
   except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
   if not args.dry_run:
     os.makedirs(args.out, exist_ok=True)
   sections, summaries, numbers = [], {}, {}
@@ -612,8 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       try:
         sweep.launch(pending, os.path.join(args.root, result.key), args, result.key)
       except sweep.LaunchError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
       if args.executor != 'slurm':
         failed = [p.name for p in pending if not is_done(p, module, variant, extra)]
     if running:

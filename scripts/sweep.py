@@ -23,17 +23,21 @@ requeued (submitit checkpointing) and, by the same resume, continues where it st
 import argparse
 import concurrent.futures
 import dataclasses
+import importlib
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import submitit
 
+from experiments import cli_errors
 from experiments.flag_spelling import add_flag
 
 EXECUTORS = ('local', 'slurm', 'submitit-local')
@@ -189,34 +193,68 @@ def build_points(
 
 
 def run_local(points: Sequence[Point], root: str, jobs: int) -> int:
-  """Runs the points, `jobs` at a time, each with its output in ROOT/logs/<name>.log; returns how many failed."""
+  """Runs the points, `jobs` at a time, each with its output in ROOT/logs/<name>.log; returns how many failed.
+
+  Ctrl-C (KeyboardInterrupt) starts no further point: the running ones are asked to stop (SIGTERM: they checkpoint
+  the step they reached, as on a first Ctrl-C), are waited for, and the KeyboardInterrupt goes on to the caller.
+  """
   log_dir = os.path.join(root, 'logs')
   os.makedirs(log_dir, exist_ok=True)
+  stopping = threading.Event()
+  running: dict[str, subprocess.Popen] = {}
+  lock = threading.Lock()
 
-  def run(point: Point) -> tuple[Point, int, float, str]:
+  def run(point: Point) -> tuple[Point, int | None, float, str]:
     log_path = os.path.join(log_dir, point.name + '.log')
-    print(f'  running {point.name} (output in {log_path})', flush=True)
     start = time.monotonic()
-    # Appended: a re-run (which resumes) keeps the output of the runs before it.
-    with open(log_path, 'a') as log:
-      log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")}\n{shlex.join(point.argv)}\n')
-      log.flush()
-      returncode = subprocess.run(point.argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    with lock:  # Checked and started under the lock: after a Ctrl-C no point starts (nor opens its log).
+      if stopping.is_set():
+        return point, None, 0.0, log_path
+      print(f'  running {point.name} (output in {log_path})', flush=True)
+      # Appended: a re-run (which resumes) keeps the output of the runs before it.
+      with open(log_path, 'a') as log:
+        log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")}\n{shlex.join(point.argv)}\n')
+        log.flush()
+        running[point.name] = subprocess.Popen(point.argv, stdout=log, stderr=subprocess.STDOUT)
+    returncode = running[point.name].wait()
     return point, returncode, time.monotonic() - start, log_path
 
   failed = []
   # Threads only wait on the child processes, which do the work.
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
     futures = [pool.submit(run, p) for p in points]
-    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      point, returncode, seconds, log_path = future.result()
-      status = 'done' if returncode == 0 else f'FAILED (exit {returncode}), see {log_path}'
-      print(f'[{done}/{len(points)}] {point.name}: {status} in {seconds:.0f}s', flush=True)
-      if returncode:
-        failed.append(point.name)
+    try:
+      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        point, returncode, seconds, log_path = future.result()
+        status = 'done' if returncode == 0 else f'FAILED (exit {returncode}), see {log_path}'
+        print(f'[{done}/{len(points)}] {point.name}: {status} in {seconds:.0f}s', flush=True)
+        if returncode:
+          failed.append(point.name)
+    except KeyboardInterrupt:
+      _stop_running(stopping, lock, running)
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
   if failed:
     print(f'{len(failed)} of {len(points)} runs failed: {", ".join(failed)}. Logs in {log_dir}.', file=sys.stderr)
   return len(failed)
+
+
+def _stop_running(stopping: threading.Event, lock: threading.Lock, running: dict[str, subprocess.Popen]) -> None:
+  """Starts no more points and lets the running ones checkpoint and exit (a second Ctrl-C leaves them at once).
+
+  SIGTERM, not SIGINT: a Ctrl-C at a terminal already reached them (one process group), and a second SIGINT would
+  make them abort without their checkpoint; SIGTERM after it is ignored, and alone it stops them as a Ctrl-C does.
+  """
+  with lock:
+    stopping.set()
+    alive = [p for p in running.values() if p.poll() is None]
+  for proc in alive:
+    proc.send_signal(signal.SIGTERM)
+  try:
+    for proc in alive:
+      proc.wait()
+  except KeyboardInterrupt:  # The second Ctrl-C: the user does not want to wait; the children got it too.
+    pass
 
 
 class Command(submitit.helpers.Checkpointable):
@@ -305,8 +343,62 @@ class LaunchError(Exception):
   """The executor cannot start here (e.g. no SLURM); the message says what to use instead."""
 
 
+def config_problem(point: Point) -> str | None:
+  """Why the experiment would refuse `point`'s config (parsed from its command, validated as its CLI does), or None.
+
+  Checked for every point before the first is launched: a bad --set would otherwise fail each point in its log. Only
+  experiments of this project (experiments.<name> with a task.validate) are validated; other modules are launched.
+  """
+  module = point.argv[2]
+  if not module.startswith('experiments.'):
+    return None
+  from absl import flags
+  from ml_collections import config_flags
+
+  from experiments import cli  # Before the task: it quiets jax's logging as jax is imported.
+
+  try:
+    task = importlib.import_module(f'{module}.task')
+  except ImportError:
+    return None
+  if not callable(getattr(task, 'validate', None)):
+    return None
+
+  argv = [module, *point.argv[3 : point.argv.index('--workdir')]]
+  flag_values = flags.FlagValues()
+  # sys_argv: the overrides to define as flags are read from the command, not from this process's sys.argv.
+  config_flags.DEFINE_config_file(
+    'config', None, 'The config file.', flag_values=flag_values, lock_config=True, sys_argv=argv
+  )
+  try:
+    flag_values(argv)
+  except Exception as e:  # The config file is user code: any exception is the user's to fix.
+    return cli_errors.flag_error_message(e, argv)
+  config = flag_values['config'].value
+  with config.unlocked():
+    cli.expand_paths(config)
+  try:
+    task.validate(config)
+  except ValueError as e:
+    return str(e)
+  except (AttributeError, KeyError) as e:  # A field the experiment reads is missing: another experiment's config.
+    return cli_errors.missing_field_message(e, task.train_and_evaluate)
+  return None
+
+
+def check_points(points: Sequence[Point]) -> None:
+  """CommandError naming the first point whose config its experiment refuses; nothing is launched then."""
+  for point in points:
+    problem = config_problem(point)
+    if problem:
+      raise cli_errors.CommandError(
+        f'sweep point {point.name}: {problem.strip()} (No point was launched; {len(points)} points were checked.)'
+      )
+
+
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli_errors.ArgumentParser(
     prog='python -m scripts.sweep', description=__doc__.split('\n')[0], formatter_class=argparse.RawTextHelpFormatter
   )
   parser.add_argument('config', help='config file with a sweep(add), e.g. configs/mnist.py')
@@ -329,21 +421,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f'--jobs must be at least 1, got {args.jobs}.')
   if args.seeds < 1:
     parser.error(f'--seeds must be at least 1, got {args.seeds}.')
+  if os.path.exists(args.root) and not os.path.isdir(args.root):
+    parser.error(f'--root {args.root} is a file; give a directory (it is created if missing)')
 
   try:
     points = build_points(args.config, args.variant, args.root, args.module, extra=args.extra, seeds=args.seeds)
   except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    raise cli_errors.CommandError(str(e)) from e
   if args.dry_run:
     for point in points:
       print(shlex.join(point.argv))
     return 0
+  check_points(points)
   try:
     failed = launch(points, args.root, args, os.path.splitext(os.path.basename(args.config))[0])
   except LaunchError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    raise cli_errors.CommandError(str(e)) from e
+  except KeyboardInterrupt:
+    if cli_errors.wants_traceback():
+      raise
+    command = shlex.join(['python', '-m', 'scripts.sweep', *(sys.argv[1:] if argv is None else argv)])
+    print(
+      f'\nInterrupted: no further point was started, and the running ones stopped at a checkpoint. To go on, re-run: '
+      f'{command}\n',
+      file=sys.stderr,
+      flush=True,
+    )
+    return cli_errors.EXIT_INTERRUPTED
   return int(failed > 0)
 
 

@@ -141,5 +141,5 @@ def test_pictures_from_the_checkpoint(smoke_run, tmp_path):
 
 
 def test_pictures_command_says_when_there_is_no_checkpoint(tmp_path, capsys):
-  assert draw_pictures.main([str(tmp_path / 'missing')]) == 1
-  assert 'Train it first' in capsys.readouterr().err
+  assert draw_pictures.main([str(tmp_path / 'missing')]) == 3
+  assert 'train one first: python -m experiments.draw' in capsys.readouterr().err

@@ -79,8 +79,8 @@ def test_bad_reach_says_the_expected_form(text):
     report.parse_reach(text)
 
 
-def test_main_exits_1_with_the_message(tmp_path, capsys):
-  assert report.main([str(tmp_path / 'missing'), '--metrics', 'x', '--epochs', '1']) == 1
+def test_main_exits_2_with_the_message(tmp_path, capsys):
+  assert report.main([str(tmp_path / 'missing'), '--metrics', 'x', '--epochs', '1']) == 2
   assert 'metrics.jsonl: not found' in capsys.readouterr().err
 
 

@@ -24,6 +24,7 @@ IDX_FILES = {
   'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
   'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
 }
+NUM_CLASSES = 10  # MNIST's digits and Fashion-MNIST's garments: labels 0..9.
 NUM_VALID = 5_000  # MNIST's usual 55k/5k/10k split, as in the paper (55,000 training points).
 DIGITS_SEED = 0
 DIGITS_NUM_TEST = 250
@@ -75,6 +76,12 @@ def _read_idx_split(data_dir: str, split: str) -> Split:
     raise DataError(
       f'{label_path}: expected {images.shape[0]:,} labels (one per image in {image_path}), found shape '
       f'{labels.shape}. {IDX_HINT}'
+    )
+  outside = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+  if len(outside):
+    raise DataError(
+      f'{label_path}: {len(outside):,} labels lie outside the {NUM_CLASSES} classes 0..{NUM_CLASSES - 1}, the first '
+      f'{int(labels[outside[0]])} at index {outside[0]:,}. Is it a labels file of MNIST or Fashion-MNIST? {IDX_HINT}'
     )
   return images, labels.astype(np.int32)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from experiments.data import DataError
 from experiments.handwriting import hershey, iam
 
 SOURCES = ('hershey', 'iam')
@@ -149,9 +150,9 @@ def load_hershey(data_config) -> dict[str, list[tuple[np.ndarray, str]]]:
 
 
 def check_source(source: str, data_dir: str | None, fonts: str = 'cursive') -> None:
-  """Raises ValueError, naming the fix, unless `source` can find its data."""
+  """Raises DataError, naming the fix, unless `source` can find its data."""
   if source not in SOURCES:
-    raise ValueError(f'unknown handwriting source {source!r}; choose one of {", ".join(SOURCES)}.')
+    raise DataError(f'unknown handwriting source {source!r}; choose one of {", ".join(SOURCES)}.')
   if source == 'iam':
     iam.check_iam_dir(data_dir)
   else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments import figures
+from experiments import cli_errors, figures
 from experiments import workdir as wd
 
 
@@ -36,16 +36,17 @@ def plot(workdirs: list[str], out: str) -> str:
   return out
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('workdirs', nargs='+')
   parser.add_argument('--out', required=True)
   args = parser.parse_args(argv)
+  figures.check_out(args.out)
   try:
     print(plot(args.workdirs, args.out))
-  except (FileNotFoundError, ValueError) as e:
-    print(f'Error: {e}', file=sys.stderr)
-    return 2
+  except (FileNotFoundError, ValueError) as e:  # Not a handwriting workdir, or its metrics.jsonl is malformed.
+    raise cli_errors.CommandError(f'{e} Fix: name workdirs of experiments.handwriting runs.') from e
   return 0
 
 

@@ -18,6 +18,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from experiments.data import DataError
+
 SPLIT_FILES = {'train': 'trainset.txt', 'valid': 'testset_v.txt', 'test': 'testset_f.txt'}
 IAM_HINT = (
   'source=iam reads the IAM On-Line Handwriting Database (https://fki.tic.heia-fr.ch/databases/'
@@ -30,15 +32,15 @@ def read_stroke_file(path: str) -> np.ndarray:
   """One lineStrokes XML file as float32 [N, 3] (x, y up, end_of_stroke).
 
   Raises:
-    ValueError: malformed XML, no StrokeSet, a Point without integer x/y, or no points; names the file.
+    DataError: malformed XML, no StrokeSet, a Point without integer x/y, or no points; names the file.
   """
   try:
     root = ET.parse(path).getroot()
   except ET.ParseError as e:
-    raise ValueError(f'{path}: malformed XML ({e}). Re-extract lineStrokes from the IAM-OnDB archive.') from None
+    raise DataError(f'{path}: malformed XML ({e}). Re-extract lineStrokes from the IAM-OnDB archive.') from None
   stroke_set = root if root.tag == 'StrokeSet' else root.find('.//StrokeSet')
   if stroke_set is None:
-    raise ValueError(f'{path}: no StrokeSet element; is this an IAM-OnDB lineStrokes file?')
+    raise DataError(f'{path}: no StrokeSet element; is this an IAM-OnDB lineStrokes file?')
   points = []
   for stroke in stroke_set.iter('Stroke'):
     xy = []
@@ -46,13 +48,13 @@ def read_stroke_file(path: str) -> np.ndarray:
       try:
         xy.append((float(int(point.get('x'))), -float(int(point.get('y')))))
       except (TypeError, ValueError):
-        raise ValueError(f'{path}: a Point without integer x and y attributes ({point.attrib}).') from None
+        raise DataError(f'{path}: a Point without integer x and y attributes ({point.attrib}).') from None
     if xy:
       eos = np.zeros((len(xy), 1), np.float32)
       eos[-1] = 1.0
       points.append(np.concatenate([np.array(xy, np.float32), eos], axis=1))
   if not points:
-    raise ValueError(f'{path}: no Point elements.')
+    raise DataError(f'{path}: no Point elements.')
   return np.concatenate(points)
 
 
@@ -63,7 +65,7 @@ def read_transcription(path: str) -> list[str]:
   try:
     start = next(i for i, line in enumerate(lines) if line.strip().startswith('CSR:'))
   except StopIteration:
-    raise ValueError(f'{path}: no "CSR:" header; is this an IAM-OnDB ascii transcription?') from None
+    raise DataError(f'{path}: no "CSR:" header; is this an IAM-OnDB ascii transcription?') from None
   return [line.strip() for line in lines[start + 1 :] if line.strip()]
 
 
@@ -71,7 +73,7 @@ def form_dirs(form_id: str) -> tuple[str, str]:
   """('a01', 'a01-000') for the form id 'a01-000u'."""
   match = re.match(r'([A-Za-z0-9]+)-([0-9]+)', form_id)
   if not match:
-    raise ValueError(f'{form_id!r} is not an IAM-OnDB form id such as a01-000u.')
+    raise DataError(f'{form_id!r} is not an IAM-OnDB form id such as a01-000u.')
   return match.group(1), match.group(0)
 
 
@@ -80,11 +82,11 @@ def read_form(data_dir: str, form_id: str) -> list[tuple[np.ndarray, str]]:
   top, mid = form_dirs(form_id)
   text_path = os.path.join(data_dir, 'ascii', top, mid, f'{form_id}.txt')
   if not os.path.isfile(text_path):
-    raise ValueError(f'{text_path} is missing (listed in a split file). {IAM_HINT}')
+    raise DataError(f'{text_path} is missing (listed in a split file). {IAM_HINT}')
   texts = read_transcription(text_path)
   stroke_paths = sorted(glob.glob(os.path.join(data_dir, 'lineStrokes', top, mid, f'{form_id}-*.xml')))
   if len(stroke_paths) != len(texts):
-    raise ValueError(
+    raise DataError(
       f'{text_path}: {len(texts)} transcription lines but {len(stroke_paths)} stroke files '
       f'lineStrokes/{top}/{mid}/{form_id}-*.xml; the two must match line for line (re-extract the form).'
     )
@@ -98,15 +100,15 @@ def read_split_ids(data_dir: str, split: str) -> list[str]:
 
 
 def check_iam_dir(data_dir: str | None) -> None:
-  """Raises ValueError, naming the fix, unless `data_dir` has the IAM-OnDB layout."""
+  """Raises DataError, naming the fix, unless `data_dir` has the IAM-OnDB layout."""
   if data_dir is None:
-    raise ValueError(f'set config.data.dir. {IAM_HINT}')
+    raise DataError(f'set config.data.dir. {IAM_HINT}')
   if not os.path.isdir(data_dir):
-    raise ValueError(f'data_dir {data_dir!r} is not a directory. {IAM_HINT}')
+    raise DataError(f'data_dir {data_dir!r} is not a directory. {IAM_HINT}')
   needed = ['lineStrokes', 'ascii', *SPLIT_FILES.values()]
   missing = [n for n in needed if not os.path.exists(os.path.join(data_dir, n))]
   if missing:
-    raise ValueError(f'{data_dir} lacks {", ".join(missing)}. {IAM_HINT}')
+    raise DataError(f'{data_dir} lacks {", ".join(missing)}. {IAM_HINT}')
 
 
 def remove_long_steps(points: np.ndarray, max_step: float) -> np.ndarray:
@@ -138,6 +140,6 @@ def load_iam(data_dir: str, max_step: float) -> dict[str, list[tuple[np.ndarray,
     for form_id in read_split_ids(data_dir, split):
       lines.extend((remove_long_steps(p, max_step), t) for p, t in read_form(data_dir, form_id))
     if not lines:
-      raise ValueError(f'{os.path.join(data_dir, SPLIT_FILES[split])} lists no form. {IAM_HINT}')
+      raise DataError(f'{os.path.join(data_dir, SPLIT_FILES[split])} lists no form. {IAM_HINT}')
     splits[split] = lines
   return splits

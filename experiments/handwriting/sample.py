@@ -12,6 +12,7 @@ character exceeds its weight on every character (not before 5 points per charact
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -20,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments import cli_errors
 from experiments.handwriting import data, pictures
 from experiments.handwriting.model import SynthesisNetwork, split_mixture, window_weights
 from experiments.handwriting.task import load_trained_model
 
-EXIT_USAGE = 2
 MIN_POINTS_PER_CHAR = 5
 
 
@@ -89,8 +90,14 @@ def write_samples(workdir: str, text: str, out: str, *, bias: float = 0.0, seed:
   return paths
 
 
+def unwritable_characters(text: str) -> list[str]:
+  """The characters of `text` outside the model's alphabet (which `data.encode_text` would write as padding)."""
+  return sorted(set(text) - set(data.ALPHABET[1:]), key=text.index)  # ALPHABET[0] is the padding symbol.
+
+
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', required=True, help='A run of experiments.handwriting (with best_metric set).')
   parser.add_argument('--text', required=True, help='The text to write.')
   parser.add_argument('--out', required=True, help='The PNG to write; the window goes to <out>_window.png.')
@@ -101,24 +108,30 @@ def main(argv: list[str] | None = None) -> int:
   problems = []
   if not args.text.strip():
     problems.append('--text is empty: give the text to write, e.g. --text "hello world".')
-  if args.bias < 0:
-    problems.append(f'--bias must be >= 0; got {args.bias}. Fix: e.g. --bias 0.5')
+  outside = unwritable_characters(args.text)
+  if outside:
+    problems.append(
+      f'--text has characters the model cannot write: {"".join(outside)!r} (its alphabet: letters, space and '
+      f'{data.ALPHABET[-3:]!r}). Fix: leave them out or replace them.'
+    )
+  if not (math.isfinite(args.bias) and args.bias >= 0):
+    problems.append(f'--bias must be a number >= 0; got {args.bias}. Fix: e.g. --bias 0.5')
   if args.max_points < 0:
     problems.append(f'--max_points must be >= 0; got {args.max_points}. Fix: e.g. --max_points 600')
   if not args.out.lower().endswith('.png'):
     problems.append(f'--out must name a .png file; got {args.out!r}. Fix: e.g. --out hw.png')
+  out_dir = os.path.dirname(args.out) or '.'
+  if not os.path.isdir(out_dir):
+    problems.append(f'--out {args.out}: the directory {out_dir} does not exist. Fix: mkdir -p {out_dir}.')
   if problems:
-    print('Error: ' + ' '.join(problems), file=sys.stderr)
-    return EXIT_USAGE
+    raise cli_errors.CommandError(' '.join(problems))
   try:
     paths = write_samples(args.workdir, args.text, args.out, bias=args.bias, seed=args.seed, max_points=args.max_points)
-  except (FileNotFoundError, ValueError) as e:
-    print(
-      f'Error: {e} Train one first: python -m experiments.handwriting --config configs/handwriting.py '
-      f'--workdir {args.workdir}',
-      file=sys.stderr,
-    )
-    return EXIT_USAGE
+  except (FileNotFoundError, ValueError) as e:  # No run there, no best checkpoint, or another alphabet.
+    raise cli_errors.CommandError(
+      f'{e} Fix: --workdir of a run trained by python -m experiments.handwriting --config configs/handwriting.py.',
+      cli_errors.EXIT_WORKDIR,
+    ) from e
   print('\n'.join(paths))
   return 0
 

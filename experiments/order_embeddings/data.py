@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from experiments.data import text
+from experiments.data import DataError, text
 from experiments.order_embeddings import scenes
 
 SOURCES = ('procedural', 'coco')
@@ -50,47 +50,68 @@ def coco_paths(data_dir: str, split: str) -> tuple[str, str]:
 
 
 def check_source(source: str, data_dir: str | None = None) -> None:
-  """Raises ValueError, naming the fix, unless `load_splits` can find the data of `source`."""
+  """Raises DataError, naming the fix, unless `load_splits` can find the data of `source`."""
   if source not in SOURCES:
-    raise ValueError(f'Unknown image-caption source {source!r}; choose one of {", ".join(SOURCES)}.')
+    raise DataError(f'Unknown image-caption source {source!r}; choose one of {", ".join(SOURCES)}.')
   if source == 'coco':
     if not data_dir:
-      raise ValueError(
-        f'source=coco reads the order-embedding files from a directory: set config.data.dir. {COCO_HINT}'
-      )
+      raise DataError(f'source=coco reads the order-embedding files from a directory: set config.data.dir. {COCO_HINT}')
     if not os.path.isdir(data_dir):
-      raise ValueError(f'data dir {data_dir!r} is not a directory. {COCO_HINT}')
+      raise DataError(f'data dir {data_dir!r} is not a directory. {COCO_HINT}')
     missing = [p for s in SPLITS for p in coco_paths(data_dir, s) if not os.path.isfile(p)]
     if missing:
-      raise ValueError(f'{data_dir} lacks {len(missing)} file(s): {", ".join(missing)}. {COCO_HINT}')
+      raise DataError(f'{data_dir} lacks {len(missing)} file(s): {", ".join(missing)}. {COCO_HINT}')
 
 
 def read_coco_split(data_dir: str, split: str) -> Split:
   """One split of the order-embedding COCO layout; the features stay memory-mapped.
 
   Raises:
-    ValueError: a features file that is not float [N, D], or a captions file without exactly 5 lines per image.
+    DataError: a features file that is not float [N, D] or has a constant (e.g. all-zero) or non-finite row,
+      or a captions file without exactly 5 lines per image.
   """
   caption_path, feature_path = coco_paths(data_dir, split)
   try:
     features = np.load(feature_path, mmap_mode='r')
   except (ValueError, OSError) as e:
-    raise ValueError(f'{feature_path}: not a readable .npy array ({e}). {COCO_HINT}') from None
+    raise DataError(f'{feature_path}: not a readable .npy array ({e}). {COCO_HINT}') from None
   if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating) or len(features) == 0:
-    raise ValueError(f'{feature_path}: expected float image features [N, 4096]; got {features.dtype} {features.shape}.')
+    raise DataError(f'{feature_path}: expected float image features [N, 4096]; got {features.dtype} {features.shape}.')
   with open(caption_path, encoding='utf-8') as f:
     captions = [line.strip() for line in f.read().splitlines()]
   while captions and not captions[-1]:
     captions.pop()
   if len(captions) != CAPTIONS_PER_IMAGE * len(features):
-    raise ValueError(
+    raise DataError(
       f'{caption_path} has {len(captions)} captions for the {len(features)} images of {feature_path}; the layout '
       f'needs exactly {CAPTIONS_PER_IMAGE} per image ({CAPTIONS_PER_IMAGE * len(features)} lines), lines 5i..5i+4 '
       'describing image i. Fix: regenerate the file with the order-embedding scripts, or check that both files are '
       'of the same split.'
     )
+  check_feature_rows(features, feature_path)
   # Fancy indexing a memmap reads only those rows.
   return Split(captions, lambda idx: np.asarray(features[np.asarray(idx)], np.float32), len(features))
+
+
+def check_feature_rows(features: np.ndarray, path: str, chunk: int = 8192) -> None:
+  """DataError unless every image's feature row is finite and not constant (all-zero, say).
+
+  The model scales each image's features to unit length: a zero row divides by zero and the first step is NaN, with
+  the cause nowhere in the message. Read in chunks: the features are memory-mapped and may not fit in memory.
+  """
+  count, first = 0, None
+  for start in range(0, len(features), chunk):
+    rows = np.asarray(features[start : start + chunk], np.float32)
+    bad = ~np.isfinite(rows).all(axis=1) | (rows.max(axis=1) == rows.min(axis=1))
+    if first is None and bad.any():
+      first = start + int(np.argmax(bad))
+    count += int(bad.sum())
+  if count:
+    raise DataError(
+      f'{path}: {count} of {len(features)} image feature rows are constant (e.g. all zeros) or not finite, the first '
+      f'row {first}; real CNN features vary within a row. Fix: re-extract the features of those images, or '
+      f'regenerate the file. {COCO_HINT}'
+    )
 
 
 @functools.lru_cache(maxsize=4)

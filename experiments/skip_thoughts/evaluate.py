@@ -19,7 +19,6 @@ from experiments import console
 console.quiet()  # Before jax is imported.
 
 from experiments import cli_errors, loop  # noqa: E402
-from experiments.data import DataError  # noqa: E402
 from experiments.skip_thoughts import downstream, task  # noqa: E402
 
 COLUMNS = ('sick/pearson', 'sick/spearman', 'sick/mse', 'mr/accuracy', 'cr/accuracy', 'subj/accuracy', 'mpqa/accuracy')
@@ -46,8 +45,9 @@ def evaluate_workdir(workdir: str, eval_dir: str | None = None, checkpoint: str 
   return downstream.evaluate_all(encode, eval_dir, tuple(config.eval.tasks), **task.cv_options(config.eval))
 
 
+@cli_errors.entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', required=True, help='A skip-thoughts run directory.')
   parser.add_argument('--eval_dir', help='The downstream files (SICK_*.txt, rt-polarity.*, ...); default: see above.')
   parser.add_argument('--checkpoint', default='best', help='best | latest | a kept step (e.g. 400).')
@@ -59,8 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli_errors.fail(None, f'--eval_dir={args.eval_dir!r} is no directory. Fix: the data directory.', 2)
   try:
     results = evaluate_workdir(args.workdir, args.eval_dir, checkpoint)
-  except DataError as e:
-    return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
   except (FileNotFoundError, loop.WorkdirError) as e:
     message = f'{e} Fix: a --workdir trained by experiments.skip_thoughts (and a checkpoint it kept).'
     return cli_errors.fail(e, message, cli_errors.EXIT_WORKDIR)
