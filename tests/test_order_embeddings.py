@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from norm_checks import assert_normalized_by
 
 from configs import order_embeddings as oe_config
 from experiments import loop, order_embeddings
@@ -107,7 +108,7 @@ def small_model(norm='ln', model='oe', vocab=11, dim=8):
   return OrderEmbedding(vocab, 12, word_dim=5, dim=dim, norm=norm, model=model, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize('norm', ['none', 'ln'])
+@pytest.mark.parametrize('norm', ['none', 'ln', 'rms'])
 def test_caption_encoder_returns_the_last_valid_state_under_padding(norm):
   model = small_model(norm)
   rng = np.random.default_rng(0)
@@ -122,6 +123,18 @@ def test_caption_encoder_returns_the_last_valid_state_under_padding(norm):
     want = np.abs(h / np.linalg.norm(h))
     np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+
+
+def test_rms_encoder_is_the_ln_encoder_with_rms_norms_in_place_of_its_layer_norms():
+  ln, rms = small_model('ln'), small_model('rms')
+  assert_normalized_by(ln, 'ln', 4)
+  assert_normalized_by(rms, 'rms', 4)
+  for dense in ('dense_i', 'dense_h'):  # The same weights from the same seed ...
+    np.testing.assert_array_equal(getattr(ln.encoder, dense).kernel[...], getattr(rms.encoder, dense).kernel[...])
+  tokens = jnp.asarray(np.random.default_rng(0).integers(2, 11, size=(3, 6)), jnp.int32)
+  lengths = jnp.asarray([6, 4, 2])
+  got = [np.asarray(m.encode_captions(tokens, lengths)) for m in (ln, rms)]
+  assert np.max(np.abs(got[0] - got[1])) > 1e-3  # ... and yet another encoder.
 
 
 def test_sym_keeps_signs_and_oe_is_non_negative():
@@ -375,3 +388,14 @@ def test_smoke_run_selects_on_validation_and_tests_in_folds(smoke_run):
   assert os.path.getsize(os.path.join(workdir, 'retrieval.png')) > 1000
   model, vocab = order_embeddings.load_trained_model(workdir)
   assert model.model == 'oe' and vocab['a'] == 2
+  assert_normalized_by(model, 'ln', 4)
+
+
+def test_rms_smoke_run_trains_an_rms_gru_encoder(tmp_path):
+  workdir = str(tmp_path)
+  final = order_embeddings.train_and_evaluate(oe_config.get_config('smoke,norm=rms'), workdir)
+  losses = [r['train/loss'] for r in loop.read_rows(workdir) if 'train/loss' in r]
+  assert losses[-1] < losses[0]
+  assert all(np.isfinite(final[f'best/eval/test/{k}']) for k in evaluate.METRICS)
+  model, _ = order_embeddings.load_trained_model(workdir)
+  assert_normalized_by(model, 'rms', 4)

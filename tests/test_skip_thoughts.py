@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 from flax import nnx
+from norm_checks import assert_normalized_by
 
 from configs import skip_thoughts as st_config
 from experiments import skip_thoughts as st
@@ -246,7 +247,7 @@ def _direct_loss(model, batch):
   return total
 
 
-@pytest.mark.parametrize('norm', ['none', 'ln'])
+@pytest.mark.parametrize('norm', ['none', 'ln', 'rms'])
 def test_loss_is_the_masked_sum_of_token_nlls(norm):
   model = SkipThoughts(20, 5, 7, norm, rngs=nnx.Rngs(0), loss_chunk=4)  # Chunks of 4 cut through the tokens.
   batch = _batch(np.random.default_rng(0))
@@ -255,6 +256,19 @@ def test_loss_is_the_masked_sum_of_token_nlls(norm):
   np.testing.assert_allclose(loss, want, rtol=1e-5)
   tokens = batch['prev_len'].sum() + batch['next_len'].sum()
   np.testing.assert_allclose(extra['nll_per_token'], want / tokens, rtol=1e-5)
+
+
+def test_rms_model_is_the_ln_model_with_rms_norms_in_place_of_its_layer_norms():
+  ln, rms = (SkipThoughts(20, 5, 7, norm, rngs=nnx.Rngs(0)) for norm in ('ln', 'rms'))
+  assert_normalized_by(ln, 'ln', 12)  # 4 in each of the three GRUs.
+  assert_normalized_by(rms, 'rms', 12)
+  for name in ('encoder', 'decoder_prev', 'decoder_next'):  # The same weights from the same seed ...
+    for dense in ('dense_i', 'dense_h'):
+      a, b = (getattr(getattr(m, name), dense).kernel[...] for m in (ln, rms))
+      np.testing.assert_array_equal(a, b)
+  batch = _batch(np.random.default_rng(0))
+  nll = nnx.jit(triple_nll)
+  assert np.max(np.abs(nll(ln, batch)[0] - nll(rms, batch)[0])) > 1e-3  # ... and yet another function.
 
 
 def test_chunked_output_loss_has_the_gradient_of_the_full_softmax():
@@ -315,7 +329,7 @@ def test_validate_rejects_bad_values(override, match):
     st.validate(config)
 
 
-@pytest.fixture(scope='module', params=['none', 'ln'])
+@pytest.fixture(scope='module', params=['none', 'ln', 'rms'])
 def smoke_run(request, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp(f'st_{request.param}'))
   config = st_config.get_config(f'smoke,norm={request.param}')
@@ -332,6 +346,9 @@ def test_smoke_run_learns_and_logs_the_downstream_scores(smoke_run):
   assert [r['step'] for r in evals] == [4, 8]
   assert np.isfinite(final['best/eval/downstream/mr/accuracy'])
   assert -1 <= final['best/eval/downstream/sick/pearson'] <= 1
+  model, _ = st.load_trained_model(workdir)
+  if model.norm != 'none':  # The run trained the cells its norm names: 4 norms in each of the three GRUs.
+    assert_normalized_by(model, model.norm, 12)
 
 
 def test_evaluate_command_and_figure_from_the_workdir(smoke_run, tmp_path, capsys):

@@ -3,7 +3,7 @@ Figure 1): `python -m experiments.order_embeddings`.
 
 scenes.py    procedural scenes of shapes with captions at 5 levels of detail, and the fixed random-conv encoder
 data.py      the authors' COCO layout, the procedural splits, the vocabulary and the training batches
-model.py     word embeddings, GRU / LN-GRU sentence encoder, linear image encoder, order violation, the loss
+model.py     word embeddings, GRU / LN-GRU / RMS-GRU sentence encoder, linear image encoder, order violation, the loss
 evaluate.py  retrieval_metrics (R@K, mean rank) and the fold evaluation over a whole split
 task.py      validate, build_task, train_and_evaluate, load_trained_model
 pictures.py  a retrieval example: captions with their top-5 images

@@ -1,7 +1,8 @@
 """Order-embeddings (Vendrov et al. 2016) with a GRU or layer-normalized GRU sentence encoder (paper section 6.1).
 
 Captions: 300-d word embeddings -> GRU (eq. 23-25) or LN-GRU (eq. 26-28) of `dim` units from a zero state; the
-sentence vector is the state after the last valid step (the caption and one end-of-sentence step). Images: a linear
+sentence vector is the state after the last valid step (the caption and one end-of-sentence step); beyond the paper,
+the RMS-GRU (`layernorm.RMSGRUCell`: an RMS norm with a gain where the LN-GRU has its LNs) too. Images: a linear
 map of the 4,096-d features to `dim`. Both are L2-normalized, then (order-embeddings, 'oe') made non-negative by an
 absolute value, or (the symmetric baseline, 'sym') left as they are.
 
@@ -23,7 +24,7 @@ import layernorm
 from layernorm.cells import block_orthogonal_init, uniform_init
 
 MODELS = ('oe', 'sym')
-CELLS = {'none': layernorm.GRUCell, 'ln': layernorm.LNGRUCell}
+CELLS = {'none': layernorm.GRUCell, 'ln': layernorm.LNGRUCell, 'rms': layernorm.RMSGRUCell}
 
 
 def l2_normalize(x_BxD: jax.Array) -> jax.Array:
@@ -64,7 +65,7 @@ class OrderEmbedding(nnx.Module):
     image_features: size of the image features (4,096).
     word_dim: word embedding size (300).
     dim: GRU units = embedding size (1,024).
-    norm: 'none' (GRU) or 'ln' (LN-GRU).
+    norm: 'none' (GRU), 'ln' (LN-GRU) or 'rms' (RMS-GRU).
     model: 'oe' (absolute values, order violation) or 'sym' (cosine).
     rngs: for the initialisation, the authors': words and GRU input matrices uniform(-0.1, 0.1), recurrent
       matrices orthogonal per gate, the image map Xavier-uniform, biases 0, LN gains 1 and offsets 0.

@@ -25,7 +25,7 @@ from experiments.data import text
 from experiments.order_embeddings import data, evaluate
 from experiments.order_embeddings.model import MODELS, OrderEmbedding, contrastive_loss
 
-NORMS = ('none', 'ln')
+NORMS = ('none', 'ln', 'rms')
 SIZE_FIELDS = ('word_dim', 'dim')
 PICTURE = 'retrieval.png'
 

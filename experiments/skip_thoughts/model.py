@@ -1,4 +1,5 @@
-"""The skip-thoughts model of the authors' public code (docs/paper.md, section 3), with GRU or LN-GRU cells.
+"""The skip-thoughts model of the authors' public code (docs/paper.md, section 3), with GRU or LN-GRU cells (or,
+beyond the paper, RMS-GRU cells: `layernorm.RMSGRUCell`, an RMS norm with a gain where the LN-GRU has its LNs).
 
 One word embedding shared by the encoder and both decoders; the encoder's final state (after the EOS step) is the
 sentence vector; the decoders of the previous and the next sentence see it only as their initial state (the public
@@ -16,7 +17,7 @@ from flax import nnx
 import layernorm
 from layernorm.cells import block_orthogonal_init, uniform_init
 
-CELLS = {'none': layernorm.GRUCell, 'ln': layernorm.LNGRUCell}
+CELLS = {'none': layernorm.GRUCell, 'ln': layernorm.LNGRUCell, 'rms': layernorm.RMSGRUCell}
 
 
 class SkipThoughts(nnx.Module):
@@ -26,7 +27,8 @@ class SkipThoughts(nnx.Module):
     vocab_size: words in the vocabulary (0 = EOS, 1 = UNK).
     embed_dim: word embedding size (620 in the paper).
     hidden: GRU size of the encoder and both decoders (2400 in the paper).
-    norm: 'none' (GRU) or 'ln' (LN-GRU in the encoder and both decoders, as the authors ran it).
+    norm: 'none' (GRU), 'ln' (LN-GRU in the encoder and both decoders, as the authors ran it) or 'rms' (RMS-GRU in
+      all three).
     loss_chunk: tokens per chunk of the output layer's cross-entropy (see `token_nll`).
   """
 

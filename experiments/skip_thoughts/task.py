@@ -31,7 +31,7 @@ from experiments.skip_thoughts import data as data_lib
 from experiments.skip_thoughts import downstream, procedural
 from experiments.skip_thoughts.model import SkipThoughts, triple_nll
 
-NORMS = ('none', 'ln')
+NORMS = ('none', 'ln', 'rms')
 SIZE_FIELDS = ('embed_dim', 'hidden', 'loss_chunk')
 
 
