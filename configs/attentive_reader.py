@@ -1,9 +1,11 @@
 r"""The unidirectional attentive reader on cloze QA, LSTM vs BN-LSTM vs BN-everywhere vs LN-LSTM (section 2, Fig. 2).
 
 Variants (`configs/attentive_reader.py:norm=ln,source=questions`):
-  norm        none | bn | bn_everywhere | ln                                                          (default ln)
+  norm        none | bn | bn_everywhere | ln | rms                                                    (default ln)
+              rms: beyond the paper, RMS-LSTMs (layernorm.RMSLSTMCell, gains only); not in the sweep
   source      procedural | questions | top4 (see experiments/attentive_reader/data.py)      (default procedural)
   ln_gain     the LN-LSTMs' initial gain: 1.0 (the paper's better choice) or 0.1 (also tried)        (default 1.0)
+              (the RMS-LSTMs' too, under norm=rms)
   query_only  the baseline that ignores the passage (shows the answer is not in the query)
   smoke       seconds: a tiny reader, a few steps
   paper       the run of the paper (ryankiros/layer-norm README, Attentive_reader@94f7398): dim 240, batch 64,

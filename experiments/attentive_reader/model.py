@@ -11,7 +11,9 @@
 Variants (`norm`): 'none' LSTMs; 'ln' LN-LSTMs (appendix eq. 20-22), LN gains `ln_gain_init` (1.0; the paper also
 tried 0.1); 'bn' BN-LSTMs (`layernorm.BNLSTMCell`: batch statistics per time step, gamma 0.1); 'bn_everywhere' BN-LSTMs
 and batch norm (gamma 0.1, statistics over valid positions) on W_d d_t, W_q q, W_r r, W_g q and W_m mean(d), the
-linear terms entering the two tanh's (the similarity s_t is not normalized, as in the code).
+linear terms entering the two tanh's (the similarity s_t is not normalized, as in the code); beyond the paper, 'rms'
+RMS-LSTMs (`layernorm.RMSLSTMCell`: an RMS norm with a gain, no re-centering, where the LN-LSTM has its LNs), their
+gains starting at `ln_gain_init` too, so that the two differ only in the re-centering.
 `query_only=True` drops the passage (no attention, no passage mean): the baseline that shows the answer cannot be
 read off the query.
 
@@ -29,7 +31,7 @@ from flax import nnx
 
 import layernorm
 
-NORMS = ('none', 'bn', 'bn_everywhere', 'ln')
+NORMS = ('none', 'bn', 'bn_everywhere', 'ln', 'rms')
 
 
 def norm_weight_init(key, shape, dtype=jnp.float32):
@@ -94,10 +96,11 @@ class MaskedBatchNorm(nnx.Module):
 
 
 def make_cell(norm: str, dim: int, *, max_steps: int, ln_gain_init: float, bn_gamma: float, rngs: nnx.Rngs):
-  if norm == 'ln':
-    cell = layernorm.LNLSTMCell(dim, dim, rngs=rngs)
-    for ln in (cell.ln_i, cell.ln_h, cell.ln_c):
-      ln.scale[...] = jnp.full_like(ln.scale[...], ln_gain_init)
+  if norm in ('ln', 'rms'):
+    cell = (layernorm.LNLSTMCell if norm == 'ln' else layernorm.RMSLSTMCell)(dim, dim, rngs=rngs)
+    norms = (cell.ln_i, cell.ln_h, cell.ln_c) if norm == 'ln' else (cell.rms_i, cell.rms_h, cell.rms_c)
+    for module in norms:
+      module.scale[...] = jnp.full_like(module.scale[...], ln_gain_init)
     return cell
   if norm in ('bn', 'bn_everywhere'):
     return layernorm.BNLSTMCell(dim, dim, rngs=rngs, max_steps=max_steps, gamma_init=bn_gamma)
@@ -124,7 +127,7 @@ class AttentiveReader(nnx.Module):
     dim: embedding, LSTM and attention size (240 in the paper).
     norm: one of NORMS.
     max_steps: time steps with their own BN statistics (BN variants; longer passages reuse the last step's).
-    ln_gain_init: initial LN gain of the LN-LSTMs.
+    ln_gain_init: initial gain of the LN-LSTMs' layer norms (and of the RMS-LSTMs' RMS norms).
     bn_gamma: initial BN gain.
     dropout_rate: on both embedding sequences and on g.
     query_only: ignore the passage (baseline).
