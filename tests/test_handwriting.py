@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from norm_checks import assert_normalized_by
 
+import layernorm.single_step
 from configs import handwriting as hw_config
 from experiments import handwriting, loop
 from experiments.handwriting import data, figure5, hershey, iam, model, sample
@@ -90,8 +92,37 @@ def test_window_on_hand_checkable_cases():
   np.testing.assert_allclose(phi[0], want, rtol=1e-5)
 
 
-def small_synthesis_net():
-  return model.SynthesisNetwork(5, hidden=8, layers=2, window_mixtures=3, output_mixtures=2, rngs=nnx.Rngs(0))
+def small_synthesis_net(norm='none'):
+  sizes = dict(hidden=8, layers=2, window_mixtures=3, output_mixtures=2)
+  return model.SynthesisNetwork(5, **sizes, norm=norm, rngs=nnx.Rngs(0))
+
+
+def test_rms_network_steps_on_the_fused_rms_kernels_where_the_ln_one_has_layer_norms(monkeypatch):
+  """Same seed, same weights; each layer's `layernorm.step` runs the fused kernel with RMS norms (seen by a spy on
+  the fused path), and the step's output is the cells' own call's, and not the LN network's."""
+  ln, rms = small_synthesis_net('ln'), small_synthesis_net('rms')
+  assert_normalized_by(ln, 'ln', 6)  # 3 in each of the two LSTMs.
+  assert_normalized_by(rms, 'rms', 6)
+  for a, b in zip(ln.cells, rms.cells, strict=True):
+    np.testing.assert_array_equal(a.dense_i.kernel[...], b.dense_i.kernel[...])
+  fused_norms = []
+  original = layernorm.single_step.fused_rnn.run
+
+  def spy(kind, fused, *args):
+    fused_norms.append(fused[1])
+    return original(kind, fused, *args)
+
+  monkeypatch.setattr(layernorm.single_step.fused_rnn, 'run', spy)
+  rng = np.random.default_rng(2)
+  onehot, mask = jax.nn.one_hot(rng.integers(0, 5, (2, 6)), 5), jnp.ones((2, 6))
+  x = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+  y_rms = rms.step(rms.initial_state(2), x, onehot, mask)[1][0]
+  assert fused_norms == ['rms', 'rms']
+  with monkeypatch.context() as m:  # Every layer through the cell's own call: the same numbers.
+    m.setattr(model.layernorm, 'step', lambda cell, carry, x: cell(carry, x))
+    np.testing.assert_allclose(rms.step(rms.initial_state(2), x, onehot, mask)[1][0], y_rms, rtol=1e-5, atol=1e-6)
+  y_ln = ln.step(ln.initial_state(2), x, onehot, mask)[1][0]
+  assert np.max(np.abs(np.asarray(y_ln) - np.asarray(y_rms))) > 1e-3
 
 
 def test_the_models_kappa_is_the_running_sum_of_exp_kappa_hat(monkeypatch):
@@ -297,7 +328,7 @@ def smoke_runs(tmp_path_factory):
   return runs
 
 
-@pytest.mark.parametrize('norm', ['none', 'ln'])
+@pytest.mark.parametrize('norm', ['none', 'ln', 'rms'])
 def test_smoke_run_learns_and_records_what_sampling_needs(smoke_runs, norm):
   workdir, metrics = smoke_runs[norm]
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -311,6 +342,8 @@ def test_smoke_run_learns_and_records_what_sampling_needs(smoke_runs, norm):
   assert meta['alphabet'] == data.ALPHABET and len(meta['offset_std']) == 2
   net, _ = handwriting.load_trained_model(workdir)
   assert net.norm == norm and type(net.cells[0]) is model.CELLS[norm]
+  if norm != 'none':
+    assert_normalized_by(net, norm, 3 * net.num_layers)
 
 
 def test_sample_writes_pictures_from_the_workdir_alone(smoke_runs, tmp_path):

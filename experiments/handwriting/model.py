@@ -9,7 +9,8 @@ Skip connections run from the input to every layer and from every layer to the o
 `norm='ln'` swaps every LSTM for the LN-LSTM of the paper's appendix (eq. 20-22). A layer's inputs (x, the layer
 below, the window) are concatenated into one input term `W_x [x; h_below; w]`, so LN sees them as one summed input
 (docs/paper.md, section 5: the paper does not say; this is our documented guess). The window and mixture layers are
-plain linear maps in both variants.
+plain linear maps in both variants. Beyond the paper, `norm='rms'` swaps every LSTM for the RMS-LSTM
+(`layernorm.RMSLSTMCell`: an RMS norm with a gain, no re-centering, where the LN-LSTM has its LNs).
 
 Numerics: the window and mixture exponentiate unconstrained outputs; their logits are clipped to +-LOG_CLIP (exp(10)
 is 2.2e4: never binding in normal training, but a step cannot overflow), 1 - rho^2 is computed as sech^2 of rho's
@@ -33,7 +34,7 @@ LOG_CLIP = 10.0
 # CPU-scale updates the network then never learned to align (the window stayed diffuse), so its samples ignored the
 # text. A documented deviation: Graves does not give his initialisation.
 KAPPA_BIAS_INIT = -3.0
-CELLS = {'none': layernorm.LSTMCell, 'ln': layernorm.LNLSTMCell}
+CELLS = {'none': layernorm.LSTMCell, 'ln': layernorm.LNLSTMCell, 'rms': layernorm.RMSLSTMCell}
 
 
 def zero_carry(batch: int, hidden: int) -> tuple[jax.Array, jax.Array]:
@@ -109,7 +110,7 @@ class SynthesisNetwork(nnx.Module):
     layers: stacked LSTM layers (3); the window reads the first.
     window_mixtures: K Gaussians of the soft window (10).
     output_mixtures: M bivariate Gaussians of the output (20).
-    norm: 'none' (LSTM, eq. 17-19) or 'ln' (LN-LSTM, eq. 20-22) in every layer.
+    norm: 'none' (LSTM, eq. 17-19), 'ln' (LN-LSTM, eq. 20-22) or 'rms' (RMS-LSTM) in every layer.
     rngs: parameter initialisation.
   """
 
@@ -125,7 +126,7 @@ class SynthesisNetwork(nnx.Module):
     rngs: nnx.Rngs,
   ):
     if norm not in CELLS:
-      raise ValueError(f"SynthesisNetwork norm must be 'none' or 'ln'; got {norm!r}.")
+      raise ValueError(f'SynthesisNetwork norm must be one of {", ".join(CELLS)}; got {norm!r}.')
     self.alphabet_size, self.hidden, self.num_layers = alphabet_size, hidden, layers
     self.window_mixtures, self.output_mixtures, self.norm = window_mixtures, output_mixtures, norm
     cell = CELLS[norm]
@@ -144,7 +145,7 @@ class SynthesisNetwork(nnx.Module):
     """One time step: (new state, (y_t [B, 1 + 6M], phi_t [B, U], (alpha, beta, kappa)))."""
     carries, kappa, w_BxC = state
     new_carries, hs = [], []
-    # layernorm.step: the cell's step on the fused LSTM kernels (one native kernel with the three layer norms).
+    # layernorm.step: the cell's step on the fused LSTM kernels (one native kernel with the three layer or RMS norms).
     carry, h = layernorm.step(self.cells[0], carries[0], jnp.concatenate([x_Bx3, w_BxC], axis=-1))
     w_BxC, kappa, phi_BxU, (alpha, beta) = soft_window(self.window(h), kappa, onehot_BxUxC, mask_BxU)
     new_carries.append(carry)

@@ -1,9 +1,10 @@
 """Handwriting synthesis with and without layer normalization (paper section 6.5, Figure 5), on the shared loop.
 
 The model is Graves' synthesis network (`experiments.handwriting.model`); `norm='ln'` uses LN-LSTMs (eq. 20-22) in
-all its layers. The training loss is the batch mean of the per-sequence negative log-likelihood in nats (Figure 5's
-y axis, with the sign flipped); the loop also logs it per point. Each evaluation logs both on the valid and test
-splits ('eval/test/nll', 'eval/test/nll_per_point'); the best checkpoint is the one with the lowest valid NLL.
+all its layers, `norm='rms'` (beyond the paper) RMS-LSTMs. The training loss is the batch mean of the per-sequence
+negative log-likelihood in nats (Figure 5's y axis, with the sign flipped); the loop also logs it per point. Each
+evaluation logs both on the valid and test splits ('eval/test/nll', 'eval/test/nll_per_point'); the best checkpoint
+is the one with the lowest valid NLL.
 
   python -m experiments.handwriting --config configs/handwriting.py:norm=ln --workdir runs/hw_ln
   python -m experiments.handwriting.sample --workdir runs/hw_ln --text "layer norm writes" --out hw.png
@@ -22,7 +23,7 @@ from experiments import loop
 from experiments.handwriting import data
 from experiments.handwriting.model import SynthesisNetwork, sequence_nll
 
-NORMS = ('none', 'ln')
+NORMS = ('none', 'ln', 'rms')
 SIZE_FIELDS = ('hidden', 'layers', 'window_mixtures', 'output_mixtures')
 
 
