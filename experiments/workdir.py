@@ -20,6 +20,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -99,6 +100,44 @@ def read_rows(workdir: str, *, strict: bool = False) -> list[dict]:
   if strict and not rows:
     raise ValueError(f'{path}: no rows (empty file). Has the run logged anything yet?')
   return rows
+
+
+def scan_metrics(workdir: str) -> tuple[list[dict], list[int]]:
+  """(rows, numbers of the bad lines) of `workdir/metrics.jsonl`; ([], []) if there is no such file.
+
+  Each non-blank line is a row (a JSON object with an int 'step') or a bad line (numbered from 1): a write cut short
+  (a SIGKILL, a full disk) or a damaged file. Unlike `read_rows`, this says which lines it could not read.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.isfile(path):
+    return [], []
+  with open(path, 'rb') as f:
+    lines = f.read().splitlines()
+  rows, bad = [], []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      row = None
+    if isinstance(row, dict) and isinstance(row.get('step'), int):
+      rows.append(row)
+    else:
+      bad.append(number)
+  return rows, bad
+
+
+def keep_corrupt_metrics(workdir: str) -> str:
+  """Copies `metrics.jsonl` to `metrics.jsonl.corrupt-<UTC time>` beside it, before it is rewritten; returns the copy.
+
+  Whatever a damaged line held stays readable there: the rewrite keeps only the rows that parse.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%S.%fZ')
+  kept = f'{path}.corrupt-{stamp}'
+  shutil.copyfile(path, kept)
+  return kept
 
 
 def read_status(workdir: str) -> dict | None:

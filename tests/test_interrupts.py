@@ -208,3 +208,49 @@ def test_a_failed_reads_logged_tracebacks_are_dropped_from_the_replayed_output()
   kept = _without_closed_loop_noise(captured)
   assert kept == 'W1201 14:30:21.3 1 other.py:7] a warning the user should see\nraw output of another library\n'
   assert _without_closed_loop_noise('no log records here\n') == 'no log records here\n'
+
+
+def _damage_line(workdir: str, index: int) -> bytes:
+  """Cuts line `index` of metrics.jsonl in half, as a write stopped by a SIGKILL or a full disk leaves it."""
+  path = os.path.join(workdir, wd.METRICS_FILE)
+  with open(path) as f:
+    lines = f.read().splitlines(keepends=True)
+  lines[index] = lines[index][: len(lines[index]) // 2] + '\n'
+  with open(path, 'w') as f:
+    f.writelines(lines)
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+def _kept_copy(workdir: str) -> bytes:
+  (name,) = [n for n in os.listdir(workdir) if n.startswith(wd.METRICS_FILE + '.corrupt-')]
+  with open(os.path.join(workdir, name), 'rb') as f:
+    return f.read()
+
+
+def test_a_resume_over_a_corrupt_metrics_line_says_so_keeps_the_file_and_logs_the_steps_again(tmp_path, mnist_straight):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(mnist_straight, workdir)
+  status = loop.read_status(workdir)
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(steps[-1])))  # Killed before its last checkpoint.
+  wd.write_status(workdir, 'running', steps[-2], status['total_steps'])
+  rows = wd.read_rows(workdir)
+  damaged = _damage_line(workdir, next(i for i, r in enumerate(rows) if r['step'] > steps[-2]))
+  code, err = run_cli(workdir, tl.subprocess_env(tmp_path))
+  assert code == 0, err[-3000:]
+  assert 'not a complete JSON row' in err and f'The steps after {steps[-2]} are logged again' in err, err[-3000:]
+  assert _kept_copy(workdir) == damaged
+  assert tl.comparable_rows(workdir) == tl.comparable_rows(mnist_straight)  # The damaged row, logged again.
+
+
+def test_a_finished_run_whose_metrics_lost_the_final_row_is_not_done_silently(tmp_path, mnist_straight):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(mnist_straight, workdir)
+  damaged = _damage_line(workdir, -1)
+  code, err = run_cli(workdir, tl.subprocess_env(tmp_path))
+  assert code == 0, err[-3000:]
+  assert 'is done, but its metrics.jsonl was damaged: line' in err and 'was written again from status.json' in err
+  assert _kept_copy(workdir) == damaged
+  final = loop.read_status(workdir)
+  assert wd.read_rows(workdir)[-1] == {'step': final['step'], **final['metrics']}

@@ -1,8 +1,11 @@
 """Metric writers: `metrics.jsonl` in the workdir (the source of truth) and TensorBoard event files beside it.
 
-A resumed run first cuts both back to the restored step, so that no step is ever logged twice. Only process 0 of a
-multi-host run writes (`enabled=False` elsewhere). TensorBoard files come from tensorboardX: clu's and flax's
-writers import TensorFlow.
+A resumed run first cuts both back to the restored step, so that no step is ever logged twice. A line of
+`metrics.jsonl` that does not parse (a write cut short, a damaged file) is never dropped silently: the resume says
+so, keeps the original beside it (`metrics.jsonl.corrupt-<time>`), and logs the steps after its checkpoint again;
+a finished run whose log lost its tail gets its final row back from status.json (`check_finished_log`). Only
+process 0 of a multi-host run writes (`enabled=False` elsewhere). TensorBoard files come from tensorboardX: clu's
+and flax's writers import TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,7 +14,17 @@ import json
 import os
 from collections.abc import Mapping
 
-from experiments.workdir import CONFIG_FILE, METRICS_FILE, atomic_write, json_value, read_rows
+from absl import logging
+
+from experiments.workdir import (
+  CONFIG_FILE,
+  METRICS_FILE,
+  STATUS_FILE,
+  atomic_write,
+  json_value,
+  keep_corrupt_metrics,
+  scan_metrics,
+)
 
 
 class MetricWriter:
@@ -32,7 +45,19 @@ class MetricWriter:
       return
     path = os.path.join(workdir, METRICS_FILE)
     existed = os.path.exists(path)
-    self.rows = [r for r in read_rows(workdir) if r['step'] <= resume_step]
+    rows, bad_lines = scan_metrics(workdir)
+    if bad_lines:
+      kept = keep_corrupt_metrics(workdir)
+      logging.warning(
+        '%s: %s not a complete JSON row (a write cut short, or a damaged file), %s; the original file is kept as %s. '
+        'The steps after %d are logged again as the run resumes from its checkpoint; a lost row before that is not.',
+        path,
+        _lines(bad_lines),
+        _where(bad_lines, path),
+        kept,
+        resume_step,
+      )
+    self.rows = [r for r in rows if r['step'] <= resume_step]
     if existed:
       atomic_write(path, ''.join(json.dumps(r) + '\n' for r in self.rows))
     self._file = open(path, 'a')  # noqa: SIM115 -- held open for the whole run, closed by `close`.
@@ -88,3 +113,61 @@ class MetricWriter:
     self._file.close()
     self._tensorboard.close()
     self._file = None
+
+
+def _lines(numbers: list[int]) -> str:
+  shown = ', '.join(map(str, numbers[:5])) + (f' and {len(numbers) - 5} more' if len(numbers) > 5 else '')
+  return f'line {shown} is' if len(numbers) == 1 else f'lines {shown} are'
+
+
+def _where(bad_lines: list[int], path: str) -> str:
+  """'after step 40 and before step 60' for the first bad line: where the lost rows were."""
+  with open(path, 'rb') as f:
+    lines = f.read().splitlines()
+  before = after = None
+  for number, line in enumerate(lines, 1):
+    try:
+      step = json.loads(line).get('step') if line.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+      step = None
+    if isinstance(step, int):
+      if number < bad_lines[0]:
+        before = step
+      elif after is None:
+        after = step
+  return f'after step {before if before is not None else "0"} and ' + (
+    f'before step {after}' if after is not None else 'at the end of the file'
+  )
+
+
+def check_finished_log(workdir: str, status: Mapping) -> None:
+  """For a run that is done: says so if its `metrics.jsonl` is damaged, and repairs what it can.
+
+  Bad lines are dropped from the file after it is kept beside it (`keep_corrupt_metrics`); a lost final row is written
+  again from status.json's final metrics (the values logged at the last step). Rows lost before it cannot be logged
+  again without training again; the warning says which.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  rows, bad_lines = scan_metrics(workdir)
+  final_step, final = int(status['step']), dict(status.get('metrics') or {})
+  lost_final = bool(final) and not any(r['step'] == final_step for r in rows)
+  if not bad_lines and not lost_final:
+    return
+  problems, kept = [], None
+  if bad_lines:
+    problems.append(f'{_lines(bad_lines)} not a complete JSON row, {_where(bad_lines, path)}')
+    kept = keep_corrupt_metrics(workdir)
+  if lost_final:
+    last = max((r['step'] for r in rows), default=None)
+    problems.append(f'it ends at step {last} although the run finished at step {final_step}')
+    rows.append({'step': final_step, **final})
+  atomic_write(path, ''.join(json.dumps(r) + '\n' for r in rows))
+  logging.warning(
+    '%s is done, but its %s was damaged: %s.%s%s Other lost rows can only be logged again by training again (in a '
+    'new --workdir).',
+    workdir,
+    METRICS_FILE,
+    '; '.join(problems),
+    f' The original is kept as {kept}; the file now holds the rows that parse.' if kept else '',
+    f' The final row (step {final_step}) was written again from {STATUS_FILE}.' if lost_final else '',
+  )

@@ -39,7 +39,7 @@ from experiments.loop import data as data_lib
 from experiments.loop import state as state_lib
 from experiments.loop.config_checks import default_best_mode, validate_training_config
 from experiments.loop.errors import ConfigError, DivergedError, Interrupted, WorkdirError
-from experiments.loop.metric_writers import MetricWriter
+from experiments.loop.metric_writers import MetricWriter, check_finished_log
 from experiments.loop.schedule import Schedule, chunk_size
 from experiments.loop.task import Task
 
@@ -74,6 +74,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[s
       'Extending %s from %d to %d steps (%s).', workdir, status['total_steps'], run.schedule.total_steps, changed
     )
   elif status is not None and status['status'] == 'done':
+    if run.is_writer:
+      check_finished_log(workdir, status)  # A damaged log is said and repaired, never kept silently.
     logging.info('%s is already done (step %d): %s', workdir, status['step'], metrics.summary(status['metrics']))
     return status['metrics']
   if status is not None and status['status'] == 'diverged':
