@@ -2,7 +2,9 @@
 
 The contract: a known mistake ends the process with one 'Error: ...' line on stderr that names the file or field and
 the fix, and an exit status that means the same everywhere: 2 for a bad argument, config or data file, 3 for an
-unusable workdir, 4 for a diverged run, 130 for Ctrl-C (128 + SIGINT, the shell's convention). `--traceback` (or
+unusable workdir, 4 for a diverged run, 130 for Ctrl-C (128 + SIGINT, the shell's convention). A workdir is unusable
+(3) when a command trains in it or loads a model from it and cannot; the run directories that plot, report and the
+figure scripts only read logs from are their input data (2), as a data file is to an experiment. `--traceback` (or
 LAYERNORM_TRACEBACK=1) shows the full traceback instead. Scripts get it from `entry_point` (their `main`) and
 `ArgumentParser`; the experiments' absl command line (`experiments.cli`) from `parse_flags` and `entry_point`.
 

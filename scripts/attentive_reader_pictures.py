@@ -12,6 +12,7 @@ sources are read again).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--reach', type=float, nargs='*', default=[0.7, 0.6], help='"First step <= error" columns.')
   args = parser.parse_args(argv)
   which = parse_which(args.which)
+  if not all(math.isfinite(r) for r in args.reach):
+    parser.error(f'--reach takes finite error rates, e.g. --reach 0.7 0.6; got {" ".join(map(str, args.reach))}')
+  if any(s < 0 for s in args.at_steps):
+    parser.error(f'--at_steps takes training steps >= 0; got {" ".join(map(str, args.at_steps))}')
   if args.num_examples < 0:
     parser.error(f'--num_examples must be >= 0 (0: no attention pictures); got {args.num_examples}')
   if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):

@@ -38,11 +38,13 @@ def first_epoch_reaching(run: plot.Run, metric: str, threshold: float) -> float 
 def parse_reach(text: str) -> tuple[str, float]:
   metric, sep, value = text.rpartition('=')
   try:
-    if not sep or not metric:
+    if not sep or not metric or not math.isfinite(float(value)):
       raise ValueError
     return metric, float(value)
   except ValueError:
-    raise ValueError(f'--reach expects METRIC=VALUE, e.g. eval/test/nll_bound=30; got {text!r}.') from None
+    raise ValueError(
+      f'--reach expects METRIC=VALUE with a finite VALUE, e.g. eval/test/nll_bound=30; got {text!r}.'
+    ) from None
 
 
 def run_status(run: plot.Run) -> str:

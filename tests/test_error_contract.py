@@ -153,6 +153,11 @@ SCRIPT_CASES = [
   ('scripts.reproduce', ['--scale', 'huge', '--root', '{tmp}/r'], 2, 'invalid choice'),
   ('scripts.reproduce', ['--scale', 'smoke', '--root', '{file}'], 2, 'is a file'),
   ('scripts.get_data', ['nonsense', '--dir', '{tmp}/data'], 2, 'unknown data set'),
+  ('scripts.report', ['{draw}', '--metrics', 'train/loss', '--epochs', '1', '--reach', 'train/loss=nan'], 2, 'finite'),
+  ('scripts.attentive_reader_pictures', ['{reader}', '--reach', 'nan'], 2, '--reach takes finite error rates'),
+  ('experiments.skip_thoughts.pictures', ['{draw}', '--out', '{tmp}'], 2, 'is a directory'),
+  ('experiments.skip_thoughts.pictures', ['{tmp}/none', '--out', '{tmp}/fig3.png'], 2, 'no metrics.jsonl in'),
+  ('benchmarks.regression', ['--rows', 'nonsense'], 2, 'nonsense'),
 ]
 
 

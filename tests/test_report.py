@@ -73,7 +73,7 @@ def test_unknown_metric_lists_the_logged_ones(runs_root):
     report.make_table(load(runs_root), ['eval/test/nll'], [1])
 
 
-@pytest.mark.parametrize('text', ['eval/test/error', 'eval/test/error=abc', '=0.1'])
+@pytest.mark.parametrize('text', ['eval/test/error', 'eval/test/error=abc', '=0.1', 'eval/test/error=nan'])
 def test_bad_reach_says_the_expected_form(text):
   with pytest.raises(ValueError, match='--reach expects METRIC=VALUE'):
     report.parse_reach(text)

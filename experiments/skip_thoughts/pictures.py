@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from experiments import figures
+from experiments import cli_errors, figures
 
 
 def plot(workdirs: list[str], out: str, labels: list[str] | None = None) -> str:
@@ -23,8 +23,9 @@ def plot(workdirs: list[str], out: str, labels: list[str] | None = None) -> str:
   return out
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('workdirs', nargs='+', help='skip-thoughts run directories (e.g. the baseline and the LN run).')
   parser.add_argument('--out', default='fig3.png')
   parser.add_argument(
@@ -33,16 +34,17 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.labels and len(args.labels) != len(args.workdirs):
     parser.error('--labels needs one label per workdir.')
+  figures.check_out(args.out)
   missing = [w for w in args.workdirs if not os.path.isfile(os.path.join(w, 'metrics.jsonl'))]
   if missing:
-    print(f'\nError: no metrics.jsonl in {", ".join(missing)}. Fix: train them first (python -m '
-          'experiments.skip_thoughts --config configs/skip_thoughts.py --workdir DIR).\n', file=sys.stderr)  # fmt: skip
-    return 3
+    raise cli_errors.CommandError(
+      f'no metrics.jsonl in {", ".join(missing)}. Fix: train them first (python -m experiments.skip_thoughts '
+      '--config configs/skip_thoughts.py --workdir DIR).'
+    )
   try:
     print(plot(args.workdirs, args.out, args.labels or None))
   except ValueError as e:  # Runs of another experiment, or without the downstream scores.
-    print(f'\nError: {e}\n', file=sys.stderr)
-    return 3
+    raise cli_errors.CommandError(str(e)) from e
   return 0
 
 
