@@ -177,21 +177,21 @@ def run_scripts(cases, tmp_path, files) -> list[dict]:
   return json.loads(results_path.read_text())
 
 
+# --traceback: the same mistakes, with the traceback instead of the one line (exit 1, as Python's own).
+TRACEBACK_CASES = [
+  ('scripts.plot', ['{draw}', '--out', '{tmp}/missing/fig.png', '--traceback']),
+  ('scripts.draw_pictures', ['{draw}', '--steps', '1000', '--traceback']),
+]
+
+
 def test_wrong_commands_of_the_scripts_end_clean_and_change_nothing(files, tmp_path):
   before = tree_digest(files['tmp'])
-  results = run_scripts(SCRIPT_CASES, tmp_path, files)
-  for (module, args, code, expect), result in zip(SCRIPT_CASES, results, strict=True):
+  results = run_scripts(SCRIPT_CASES + TRACEBACK_CASES, tmp_path, files)  # One process: jax is imported once.
+  for (module, args, code, expect), result in zip(SCRIPT_CASES, results[: len(SCRIPT_CASES)], strict=True):
     assert_clean(result['code'], result['stderr'], code, expect, f'{module} {" ".join(args)}')
+  for (module, _), result in zip(TRACEBACK_CASES, results[len(SCRIPT_CASES) :], strict=True):
+    assert result['code'] == 1 and 'Traceback' in result['stderr'] and 'CommandError' in result['stderr'], module
   assert tree_digest(files['tmp']) == before
-
-
-def test_traceback_flag_shows_the_traceback_instead(files, tmp_path):
-  cases = [
-    ('scripts.plot', ['{draw}', '--out', '{tmp}/missing/fig.png', '--traceback']),
-    ('scripts.draw_pictures', ['{draw}', '--steps', '1000', '--traceback']),
-  ]
-  for result in run_scripts(cases, tmp_path, files):
-    assert result['code'] == 1 and 'Traceback' in result['stderr'] and 'CommandError' in result['stderr']
 
 
 def test_the_shared_parser_reports_a_bad_argument_in_one_line(capsys):
@@ -217,9 +217,11 @@ def _labels_of_200(tmp):
   return ['experiments.mnist', '--config', 'configs/mnist.py:smoke', '--config.data.source=idx']
 
 
-def _coco(bad_split=None, zero_row=False):
+def _coco(bad_split=None, zero_row=False, binary_captions=False):
   def setup(tmp):
     write_coco(str(tmp / 'data'), bad_split=bad_split)
+    if binary_captions:
+      (tmp / 'data' / 'val.txt').write_bytes(bytes(range(256)) * 4)
     if zero_row:
       path = tmp / 'data' / 'images' / '10crop' / 'train.npy'
       features = np.load(path)
@@ -247,10 +249,18 @@ def _iam(cut_xml=False, missing_form=False):
     (_labels_of_200, 'labels lie outside the 10 classes 0..9, the first 200 at index 0'),
     (_coco(bad_split='train'), 'has 19 captions for the 4 images'),
     (_coco(zero_row=True), '1 of 4 image feature rows are constant (e.g. all zeros) or not finite, the first row 2'),
+    (_coco(binary_captions=True), 'val.txt: not UTF-8 text (byte 128'),
     (_iam(cut_xml=True), 'malformed XML'),
     (_iam(missing_form=True), 'a01-009u.txt is missing (listed in a split file)'),
   ],
-  ids=['mnist-labels-200', 'coco-caption-short', 'coco-zero-row', 'iam-cut-xml', 'iam-missing-form'],
+  ids=[
+    'mnist-labels-200',
+    'coco-caption-short',
+    'coco-zero-row',
+    'coco-binary-captions',
+    'iam-cut-xml',
+    'iam-missing-form',
+  ],
 )
 def test_bad_data_files_end_clean_before_a_workdir_is_made(tmp_path, setup, expect):
   command = setup(tmp_path)

@@ -94,8 +94,9 @@ def read_form(data_dir: str, form_id: str) -> list[tuple[np.ndarray, str]]:
 
 
 def read_split_ids(data_dir: str, split: str) -> list[str]:
+  """The form ids a split file lists, one a line (a01-000u)."""
   path = os.path.join(data_dir, SPLIT_FILES[split])
-  with open(path) as f:
+  with open(path, encoding='latin-1') as f:  # Any bytes read; a form id that is not one is named by form_dirs.
     return [line.strip() for line in f if line.strip()]
 
 

@@ -77,8 +77,14 @@ def read_coco_split(data_dir: str, split: str) -> Split:
     raise DataError(f'{feature_path}: not a readable .npy array ({e}). {COCO_HINT}') from None
   if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating) or len(features) == 0:
     raise DataError(f'{feature_path}: expected float image features [N, 4096]; got {features.dtype} {features.shape}.')
-  with open(caption_path, encoding='utf-8') as f:
-    captions = [line.strip() for line in f.read().splitlines()]
+  try:
+    with open(caption_path, encoding='utf-8') as f:
+      captions = [line.strip() for line in f.read().splitlines()]
+  except UnicodeDecodeError as e:  # Not text: a binary file, or another split's features under the captions' name.
+    raise DataError(
+      f'{caption_path}: not UTF-8 text (byte {e.start}: {e.reason}); the captions file holds one caption a line. '
+      f'{COCO_HINT}'
+    ) from None
   while captions and not captions[-1]:
     captions.pop()
   if len(captions) != CAPTIONS_PER_IMAGE * len(features):
