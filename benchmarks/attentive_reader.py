@@ -32,7 +32,7 @@ from flax import nnx
 from benchmarks import timing
 from benchmarks.layer_norm import environment
 from configs import attentive_reader as ar_config
-from experiments import allocator
+from experiments import allocator, cli_errors
 from experiments import attentive_reader as ar
 from experiments.flag_spelling import add_flag
 from experiments.loop import state as state_lib
@@ -103,8 +103,9 @@ def torch_steps(jax_model, batch: dict, entity_ids, config, modes: list[str]) ->
   return steps
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--norms', default='none,ln', help='JAX readers, comma-separated; the first is the reference')
   add_flag(parser, '--no_torch', action='store_true', help='skip PyTorch even when it is installed')
   add_flag(parser, '--torch_modes', default='eager,compile', help=f'of {", ".join(TORCH_MODES)}')
@@ -180,4 +181,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

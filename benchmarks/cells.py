@@ -22,7 +22,6 @@ Pin a core and use tcmalloc for figures worth comparing:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 
@@ -33,6 +32,7 @@ from flax import nnx
 
 from benchmarks import timing
 from benchmarks.layer_norm import environment, kernel_count
+from experiments import cli_errors
 from experiments.flag_spelling import add_flag
 from layernorm import GRUCell, LNGRUCell, LNLSTMCell, LSTMCell, unroll
 from layernorm.cells import _lstm_update
@@ -179,8 +179,9 @@ def summarize(rows: list[dict]) -> str:
   return '\n'.join(out)
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--cells', default='lstm,gru', help='comma-separated families: lstm, gru')
   parser.add_argument('--hidden', default='400,1000', help='hidden (= input) sizes, comma-separated')
   parser.add_argument('--batch', default='32,128', help='batch sizes, comma-separated')
@@ -222,4 +223,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -13,7 +13,6 @@ A timed call is one dispatch, the loop's steady state between stop points (evalu
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from benchmarks import timing
@@ -23,7 +22,7 @@ from configs import draw as draw_config
 from configs import handwriting as handwriting_config
 from configs import mnist as mnist_config
 from configs import order_embeddings as order_embeddings_config
-from experiments import draw, handwriting, mnist, order_embeddings
+from experiments import cli_errors, draw, handwriting, mnist, order_embeddings
 
 EXPERIMENTS = {
   'mnist': (mnist_config, mnist),
@@ -83,8 +82,9 @@ def format_table(rows: list[dict]) -> str:
   return timing.text_table(header, lines, text_columns={0, 1})
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--experiments', default=','.join(EXPERIMENTS), help='comma-separated: ' + ', '.join(EXPERIMENTS))
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
   args = parser.parse_args(argv)
@@ -108,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

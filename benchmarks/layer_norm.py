@@ -25,7 +25,6 @@ PyTorch is optional: without it (it is not in the project's venv) its column is 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -40,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import timing
+from experiments import cli_errors
 from experiments.flag_spelling import add_flag
 from layernorm import layer_norm, native, rms_norm
 
@@ -337,8 +337,9 @@ def environment(use_torch: bool) -> dict:
   return env
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--shapes', default=DEFAULT_SHAPES, help='comma-separated, e.g. 4x1000,32x512x768')
   timing.add_sampling_arguments(parser, repeats=30, warmup=3)
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
@@ -385,4 +386,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

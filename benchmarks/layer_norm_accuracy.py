@@ -11,7 +11,7 @@ PyTorch is optional (see benchmarks/layer_norm.py for a venv with it).
 
 from __future__ import annotations
 
-import argparse
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ from flax import nnx
 
 from benchmarks import timing
 from benchmarks.layer_norm import flax_apply, parse_shapes
+from experiments import cli_errors
 from layernorm import layer_norm
 
 try:
@@ -75,8 +76,9 @@ def candidates(features: int) -> dict:
   return out
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--shapes', default='128x1000,3200x400,4096x1024')
   parser.add_argument('--offsets', default='0,100,10000', help='comma-separated common offsets, in standard deviations')
   args = parser.parse_args(argv)
@@ -109,4 +111,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -20,7 +20,6 @@ no slower at batch 128.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import itertools
 import math
@@ -34,7 +33,7 @@ import numpy as np
 from benchmarks import timing
 from benchmarks.layer_norm import environment
 from configs import mnist as mnist_config
-from experiments import loop, mnist
+from experiments import cli_errors, loop, mnist
 from experiments.flag_spelling import add_flag
 from experiments.loop import data as data_lib
 from experiments.loop import state as state_lib
@@ -240,8 +239,9 @@ def format_table(rows: list[dict]) -> str:
   return timing.text_table(header, lines, text_columns={1, 2})
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli_errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch', default='4,128', help='batch sizes, comma-separated')
   parser.add_argument('--norms', default=','.join(NORMS), help='comma-separated: none, ln, bn')
   timing.add_sampling_arguments(parser, repeats=10, warmup=2)
@@ -279,4 +279,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -20,7 +20,7 @@ from flax import nnx
 
 from benchmarks import timing
 from configs import skip_thoughts as st_config
-from experiments import loop
+from experiments import cli_errors, loop
 from experiments.data import text as text_lib
 from experiments.skip_thoughts import procedural, task
 
@@ -89,8 +89,9 @@ def measure(scale: str, repeats: int, warmup: int) -> dict:
   return {'scale': scale, 'none_s': none, 'ln_s': ln, 'ln_cost_pct': 100 * (ln / none - 1), **best}
 
 
+@cli_errors.entry_point
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--scale', choices=SCALES, default='cpu')
   parser.add_argument('--memory', action='store_true', help='XLA memory analysis of the compiled step.')
   parser.add_argument('--repeats', type=timing.positive_int, default=5)

@@ -158,6 +158,7 @@ SCRIPT_CASES = [
   ('experiments.skip_thoughts.pictures', ['{draw}', '--out', '{tmp}'], 2, 'is a directory'),
   ('experiments.skip_thoughts.pictures', ['{tmp}/none', '--out', '{tmp}/fig3.png'], 2, 'no metrics.jsonl in'),
   ('benchmarks.regression', ['--rows', 'nonsense'], 2, 'nonsense'),
+  ('benchmarks.cells', ['--no_such_flag'], 2, 'unrecognized arguments: --no_such_flag'),
 ]
 
 
