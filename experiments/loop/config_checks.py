@@ -47,7 +47,8 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
       problems.append(f'config.{key} must be {requirement}; got {value!r}. Fix: e.g. --config.{key}={example}')
 
   positive_int = lambda v: _is_int(v) and v > 0
-  check('seed', _is_int, 'an int', 0)
+  # numpy's generators (the data order) refuse a negative seed: caught here, not as a traceback after the first step.
+  check('seed', lambda v: _is_int(v) and v >= 0, 'an int >= 0', 0)
   check('batch_size', positive_int, 'a positive int', 128)
   check('num_epochs', positive_int, 'a positive int', 10)
   check('num_train_steps', lambda v: _is_int(v) and (v > 0 or v == -1), 'a positive int, or -1 (use num_epochs)', -1)
