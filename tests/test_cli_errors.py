@@ -157,6 +157,13 @@ CASES = [
   Case('override-typo-draw', D, ('--config', DRAW_SMOKE, '--config.model.hiden=3'), 2, 'Did you mean "hidden"'),
   Case('override-type', M, ('--config', MNIST_SMOKE, '--config.batch_size=abc'), 2, '--config.batch_size=abc'),
   Case('override-seed', M, ('--config', MNIST_SMOKE, '--config.seed=-1'), 2, 'config.seed must be an int >= 0'),
+  Case(
+    'override-data-seed',
+    'order_embeddings',
+    ('--config', 'configs/order_embeddings.py:smoke', '--config.data.seed=-3'),
+    2,
+    'config.data.seed must be an int >= 0; got -3',
+  ),
   Case('override-value', M, ('--config', MNIST_SMOKE, '--config.model.norm=lnn'), 2, 'Fix: e.g. --config.model.norm='),
   Case('override-value-draw', D, ('--config', DRAW_SMOKE, '--config.model.glimpses=0'), 2, '--config.model.glimpses='),
   Case('flag-typo', M, ('--config', MNIST_SMOKE, '--workdri=x'), 2, 'Did you mean: workdir'),

@@ -62,6 +62,10 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   check('steps_per_dispatch', positive_int, 'a positive int', 16)
   check('best_metric', lambda v: isinstance(v, str), "a metric name such as 'eval/valid/error', or ''", "''")
   check('best_mode', lambda v: v in ('', *BEST_MODES), "'min', 'max' or '' (from the metric's name)", 'min')
+  data = config.get('data')
+  data_seed = data.get('seed') if isinstance(data, ml_collections.ConfigDict) else None
+  if data_seed is not None and not (_is_int(data_seed) and data_seed >= 0):  # Procedural data: numpy's generators.
+    problems.append(f'config.data.seed must be an int >= 0; got {data_seed!r}. Fix: e.g. --config.data.seed=0')
   optimizer = get('optimizer')
   if isinstance(optimizer, ml_collections.ConfigDict):
     problems.extend(optimizer_problems(optimizer))
