@@ -15,8 +15,10 @@ other key is a config field, dotted for nested fields (`add(**{'optimizer.learni
 where <name> is the --variant and the overrides as `key=value`, joined by commas (`norm=ln,batch_size=4`, or
 `smoke,norm=ln,batch_size=4` with --variant smoke), which scripts.plot reads back as labels: sweeps of different
 variants into one root never share a workdir. Each point's output is appended to ROOT/logs/<name>.log.
-Re-running a sweep re-runs every point; each run resumes from its workdir's last checkpoint, so
-finished points end at once. On SLURM the points form one submitit job array; a preempted or timed-out job is
+Before the first launch every point's config is checked as its experiment's command line checks it (a bad --set
+is one Error: line, and nothing runs). Ctrl-C starts no further point; the running ones stop at a checkpoint, and
+the line printed says what to re-run. Re-running a sweep re-runs every point; each run resumes from its workdir's
+last checkpoint, so finished points end at once. On SLURM the points form one submitit job array; a preempted or timed-out job is
 requeued (submitit checkpointing) and, by the same resume, continues where it stopped.
 """
 
@@ -441,12 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cli_errors.wants_traceback():
       raise
     command = shlex.join(['python', '-m', 'scripts.sweep', *(sys.argv[1:] if argv is None else argv)])
-    print(
-      f'\nInterrupted: no further point was started, and the running ones stopped at a checkpoint. To go on, re-run: '
-      f'{command}\n',
-      file=sys.stderr,
-      flush=True,
+    what = (
+      'no further point was started, and the running ones stopped at a checkpoint'
+      if args.executor == 'local'
+      else "submitit's jobs may have been cancelled; each resumes from its checkpoint"
     )
+    print(f'\nInterrupted: {what}. To go on, re-run: {command}\n', file=sys.stderr, flush=True)
     return cli_errors.EXIT_INTERRUPTED
   return int(failed > 0)
 
