@@ -18,8 +18,8 @@ variants into one root never share a workdir. Each point's output is appended to
 Before the first launch every point's config is checked as its experiment's command line checks it (a bad --set
 is one Error: line, and nothing runs). Ctrl-C starts no further point; the running ones stop at a checkpoint, and
 the line printed says what to re-run. Re-running a sweep re-runs every point; each run resumes from its workdir's
-last checkpoint, so finished points end at once. On SLURM the points form one submitit job array; a preempted or timed-out job is
-requeued (submitit checkpointing) and, by the same resume, continues where it stopped.
+last checkpoint, so finished points end at once. On SLURM the points form one submitit job array; a preempted or
+timed-out job is requeued (submitit checkpointing) and, by the same resume, continues where it stopped.
 """
 
 import argparse
