@@ -66,12 +66,23 @@ def test_rows_cover_every_experiment_and_norm_and_unknown_names_are_refused(caps
     assert any(n.startswith(f'{experiment}/norm=none') for n in names)
   assert {'mnist/norm=bn,batch_size=4', 'mnist/norm=ln,batch_size=128', 'attentive_reader/norm=bn_everywhere'} <= names
   assert set(regression.QUICK_ROWS) <= names
-  assert [r.name for r in regression.select_rows('draw', quick=False)] == ['draw/norm=none', 'draw/norm=ln']
+  assert [r.name for r in regression.select_rows('draw', quick=False)] == [
+    'draw/norm=none',
+    'draw/norm=ln',
+    'draw/norm=rms',
+  ]
   with pytest.raises(SystemExit) as unknown:
     regression.select_rows('mnsit', quick=False)
   assert unknown.value.code == 2 and "Error: --rows: no row 'mnsit'" in capsys.readouterr().err
 
 
-def test_the_committed_baseline_has_every_row():
+def test_the_committed_baseline_has_every_row_but_the_rms_ones_which_check_skips():
+  """The rms rows (issue 27) were added after the baseline was measured: --check passes over them until a
+  --write_baseline on a quiet machine records them."""
   rows = regression.load_baseline(regression.BASELINE_PATH)
-  assert set(rows) == {r.name for r in regression.ROWS}
+  names = {r.name for r in regression.ROWS}
+  rms = {r.name for r in regression.ROWS if r.norm == 'rms'}
+  assert set(rows) - rms == names - rms
+  assert {r.name.replace('norm=ln', 'norm=rms') for r in regression.ROWS if r.norm == 'ln'} == rms
+  missing = [result(name, 99.0, 99.0) for name in sorted(rms - set(rows))]
+  assert missing and regression.regressions(missing, rows) == []
