@@ -173,6 +173,12 @@ class Result:
   # when the first is there (the others may be partial: skip-thoughts fills missing downstream sets procedurally).
   data: tuple[str, ...] = ()
   real_variant: bool = False  # The config has a `real` variant: the cpu scale on the fetched data.
+  # Run only the points `labels` names (of the grid and `controls`), not the whole grid: a part of a result beyond
+  # the paper, which shares a paper result's key (its directory, seeds and --set fields) and so reuses its runs.
+  only_labelled: bool = False
+  parts: tuple[Result, ...] = ()  # A result spanning several experiments: one part per experiment, no config.
+  # (claim, benchmarks.regression row of A, row of B): "A's training step takes no longer than B's", on its table.
+  speed: tuple[tuple[str, str, str], ...] = ()
 
   def label(self, key: str) -> str:
     return self.labels.get(key, key)
@@ -261,6 +267,47 @@ def robust_to_batch_size(norm: str, other: str, measure_label: str) -> Callable[
   return check
 
 
+def within_spread_or_better(a: str, b: str, measure_label: str) -> Callable[[Result, Groups], Outcome]:
+  """Holds when point `a` is within the seeds' spread of point `b` on a measure, or better: "as good as"."""
+
+  def check(result: Result, groups: Groups) -> Outcome:
+    measure = result.measure(measure_label)
+    sa, sb = result.stat(groups, a, measure), result.stat(groups, b, measure)
+    verdict = compare(sa, sb, measure.higher_is_better)
+    detail = (
+      f'{result.label(a)} {sa.text(measure.digits)} vs {result.label(b)} {sb.text(measure.digits)} '
+      f'({measure.label}): {verdict}'
+    )
+    if verdict == 'missing' or not (sa.complete and sb.complete):
+      return Outcome(None, detail + ' (not logged: a run is missing or unfinished, or this scale does not evaluate it)')
+    return Outcome(verdict in ('better', 'within spread'), detail)
+
+  return check
+
+
+def step_time(table: dict[str, dict] | None, a: str, b: str, missing: str) -> Outcome:
+  """Holds when row `a` of benchmarks.regression's table (its rows by name) trains no slower per step than row `b`:
+  better or within the spread of their timing samples (the loop's samples, per step). `missing`: why no table."""
+  rows = [(table or {}).get(name) for name in (a, b)]
+  if table is None or not all(rows):
+    return Outcome(None, missing if table is None else f'the regression table has no row {a if not rows[0] else b}')
+  stats = [
+    Stat(
+      tuple(
+        Reading(1e3 * s / row['steps_per_call'], row['row'], 'loop ms/step', 'sample') for s in row['loop_samples_s']
+      )
+    )
+    for row in rows
+  ]
+  word = compare(*stats, higher_is_better=False)
+  ratio = rows[0]['loop_ms'] / rows[1]['loop_ms']
+  return Outcome(
+    None if word == 'missing' else word in ('better', 'within spread'),
+    f'{a} {fmt(rows[0]["loop_ms"])} vs {b} {fmt(rows[1]["loop_ms"])} ms per step (medians; {stats[0].text()} vs '
+    f'{stats[1].text()} over samples): {ratio:.2f}x, {word}',
+  )
+
+
 def verdict(outcomes: Sequence[Outcome], seeds: int) -> tuple[str, str]:
   """('reproduced' | 'partly' | 'not reproduced' | 'incomplete', one line saying why)."""
   if not outcomes or any(o.holds is None for o in outcomes):
@@ -282,7 +329,7 @@ def verdict(outcomes: Sequence[Outcome], seeds: int) -> tuple[str, str]:
 
 FIG6_NORMS = {'bn': 'BatchNorm', 'none': 'Baseline', 'ln': 'LayerNorm'}
 
-RESULTS: tuple[Result, ...] = (
+PAPER_RESULTS: tuple[Result, ...] = (
   Result(
     key='table1',
     aliases=('invariance',),
@@ -502,6 +549,86 @@ RESULTS: tuple[Result, ...] = (
     real_variant=True,
   ),
 )
+
+
+# --- Beyond the paper ----------------------------------------------------------------------------------------------
+
+
+def rms_part(base_key: str, title: str, ln_points: Sequence[dict], measure_label: str) -> Result:
+  """One experiment of the RMSNorm extension: its LN point(s) of the paper result `base_key` and their `norm=rms`
+  counterparts. The part shares the paper result's key, so its runs are ROOT/<base_key>/ beside the LN runs (which it
+  reuses, not re-runs), at the paper result's variant, seeds and --set fields."""
+  base = next(r for r in PAPER_RESULTS if r.key == base_key)
+  experiment = base.config.rsplit('/', 1)[-1].removesuffix('.py')
+  labels, controls, claims, speed = {}, [], [], []
+  for ln in ln_points:
+    rms = {**ln, 'norm': 'rms'}
+    ln_key, rms_key = (','.join(f'{k}={v}' for k, v in p.items()) for p in (ln, rms))
+    ln_label = base.label(ln_key)
+    labels[ln_key], labels[rms_key] = ln_label, ln_label.replace('LayerNorm', 'RMSNorm').replace('LN', 'RMS')
+    controls.append(rms)
+    claims.append(
+      Claim(
+        f"{labels[rms_key]} is within the seeds' spread of {ln_label}, or better ({measure_label})",
+        within_spread_or_better(rms_key, ln_key, measure_label),
+      )
+    )
+    # benchmarks.regression's rows name the norm and the batch size (the model is the config's default).
+    row = ','.join(f'{k}={v}' for k, v in rms.items() if k in ('norm', 'batch_size'))
+    speed.append(
+      (
+        f"{labels[rms_key]}'s training step takes no longer than {ln_label}'s (benchmarks.regression)",
+        f'{experiment}/{row}',
+        f'{experiment}/{row.replace("norm=rms", "norm=ln")}',
+      )
+    )
+  return Result(
+    key=base.key,
+    aliases=(),
+    title=title,
+    config=base.config,
+    labels=labels,
+    measures=base.measures,
+    paper='',
+    claims=tuple(claims),
+    controls=tuple(controls),
+    data=base.data,
+    real_variant=base.real_variant,
+    only_labelled=True,
+    speed=tuple(speed),
+  )
+
+
+RMS_PARTS = (
+  rms_part('fig6', 'MNIST (Figure 6)', [{'norm': 'ln', 'batch_size': 128}, {'norm': 'ln', 'batch_size': 4}],
+           'lowest train NLL'),
+  rms_part('table2', 'Order-embeddings (Table 2)', [{'model': 'oe', 'norm': 'ln'}], 'image R@1'),
+  rms_part('fig2', 'The attentive reader (Figure 2)', [{'norm': 'ln'}], 'best validation error'),
+  rms_part('table3', 'Skip-thoughts (Table 3)', [{'norm': 'ln'}], 'SICK r'),
+  rms_part('fig4', 'DRAW (Figure 4)', [{'norm': 'ln'}], 'final test bound (nats)'),
+  rms_part('fig5', 'Handwriting (Figure 5)', [{'norm': 'ln'}], 'final test NLL per sequence'),
+)  # fmt: skip
+
+RMS_RESULT = Result(
+  key='rms',
+  aliases=('rmsnorm',),
+  title='Beyond the paper: RMSNorm on the same tasks',
+  config=None,
+  labels={},
+  measures=(),
+  paper="RMSNorm (Zhang & Sennrich, NeurIPS 2019) drops layer norm's re-centering and keeps its re-scaling; it claims "
+  'quality comparable to layer norm at 7-64% less running time (on the attentive reader and order-embeddings among '
+  "others). Here each experiment's LN point(s) run beside `norm=rms` at the same scale, variant and seeds (the LN "
+  "runs are the paper results' own). Quality: RMS is within the seeds' spread of LN, or better, on the measure the "
+  "experiment's paper claim uses. Speed: RMS's training step against LN's in benchmarks.regression's table, no "
+  'slower beyond the spread of the timing samples.',
+  claims=(),
+  parts=RMS_PARTS,
+  data=tuple(dict.fromkeys(name for part in RMS_PARTS for name in part.data)),
+)
+
+# The paper's results in its order, then what this codebase adds beyond it.
+RESULTS: tuple[Result, ...] = (*PAPER_RESULTS, RMS_RESULT)
 
 
 def select(only: Sequence[str] | None) -> list[Result]:

@@ -18,6 +18,11 @@ or claim, ours (read from the workdirs' logs; mean and range over `--seeds`), th
 the data, scale, hardware, wall time and exact commands, and the figures as PNGs (drawn by `scripts.plot`). The
 numbers are also written to OUT/results.json, each with the run, metric and reading it came from.
 
+Last comes a section beyond the paper, "RMSNorm on the same tasks" (`--only rms`): each experiment's LN point(s)
+beside `norm=rms` at the same variant and seeds, in ROOT/<the paper result>/ next to the LN runs, which it collects
+rather than re-runs; its step times come from ROOT/rms/regression.json, which `python -m benchmarks.regression`
+writes (timed by this command when the file is missing, except at the smoke scale, where they are not judged).
+
 With `--executor slurm` the unfinished runs are submitted and the report is written from what is done so far (the
 rest marked incomplete): run the same command again when the jobs have finished.
 """
@@ -79,7 +84,7 @@ def result_points(
   result: pr.Result, variant: str | None, root: str, seeds: int, python: str, fields: dict | None = None
 ) -> list[sweep.Point]:
   """The result's runs; `fields` ({'data.dir': '/data/coco'}) are set in every run's config, as sweep's --set."""
-  return sweep.build_points(
+  points = sweep.build_points(
     result.config,
     variant,
     os.path.join(root, result.key),
@@ -88,6 +93,7 @@ def result_points(
     seeds=seeds,
     more_points=result.controls,
   )
+  return [p for p in points if point_key(p) in result.labels] if result.only_labelled else points
 
 
 def point_key(point: sweep.Point) -> str:
@@ -316,8 +322,15 @@ def draw_figures(result: pr.Result, groups: pr.Groups, out: str, keys_order: Seq
   return drawn
 
 
-def judge(result: pr.Result, points: Sequence[sweep.Point], seeds: int, failed: Sequence[str]) -> dict:
-  """Reads the result's runs and checks its claims: the report's numbers, as a JSON-able dict."""
+def judge(
+  result: pr.Result,
+  points: Sequence[sweep.Point],
+  seeds: int,
+  failed: Sequence[str],
+  more_claims: Sequence[tuple[str, pr.Outcome]] = (),
+) -> dict:
+  """Reads the result's runs and checks its claims (and `more_claims`, judged already): the report's numbers, as a
+  JSON-able dict."""
   groups, missing = collect(points)
   keys = list(dict.fromkeys(point_key(p) for p in points))
   table = {}
@@ -332,16 +345,15 @@ def judge(result: pr.Result, points: Sequence[sweep.Point], seeds: int, failed: 
         'readings': [vars(r) for r in stat.readings],
       }
     table[result.label(key)] = row
-  outcomes = [claim.check(result, groups) for claim in result.claims]
+  texts = [c.text for c in result.claims] + [text for text, _ in more_claims]
+  outcomes = [claim.check(result, groups) for claim in result.claims] + [o for _, o in more_claims]
   word, why = pr.verdict(outcomes, seeds)
   seconds = [run_seconds(p.workdir) for p in points]
   return {
     'groups': groups,
     'keys': keys,
     'table': table,
-    'claims': [
-      {'text': c.text, 'holds': o.holds, 'detail': o.detail} for c, o in zip(result.claims, outcomes, strict=True)
-    ],
+    'claims': [{'text': t, 'holds': o.holds, 'detail': o.detail} for t, o in zip(texts, outcomes, strict=True)],
     'verdict': word,
     'why': why,
     'missing': missing,
@@ -463,6 +475,155 @@ def git_commit() -> str:
 # --- The command ---------------------------------------------------------------------------------------------------
 
 
+def run_pending(
+  result: pr.Result, points: Sequence[sweep.Point], variant: str | None, args: argparse.Namespace, heading: str
+) -> list[str]:
+  """Launches the result's points that are neither done nor running elsewhere (--dry_run: prints them); the names
+  of those that did not finish. Raises sweep.LaunchError when the executor cannot start."""
+  module = sweep.load_config_module(result.config)
+  extra = args.fields_of.get(result.key)
+  pending = [p for p in points if not is_done(p, module, variant, extra)]
+  running = [p for p in pending if in_flight(p)]
+  pending = [p for p in pending if p not in running]
+  elsewhere = f', {len(running)} running in another process (collected as far as they got)' if running else ''
+  print(
+    f'{heading}: {len(points) - len(pending) - len(running)} of {len(points)} runs done, {len(pending)} to run'
+    f'{elsewhere}',
+    flush=True,
+  )
+  if args.dry_run:
+    for point in pending:
+      print('  ' + shlex.join(['python', *point.argv[1:]]))
+    return []
+  failed = []
+  if pending:
+    sweep.launch(pending, os.path.join(args.root, result.key), args, result.key)
+    if args.executor != 'slurm':
+      failed = [p.name for p in pending if not is_done(p, module, variant, extra)]
+  if running:
+    failed += [f'{p.name} (still running)' for p in running]
+  return failed
+
+
+# --- A result beyond the paper, over several experiments -------------------------------------------------------------
+
+
+def speed_command(result: pr.Result, path: str) -> list[str]:
+  rows = list(dict.fromkeys(row for part in result.parts for _, *pair in part.speed for row in pair))
+  return ['python', '-m', 'benchmarks.regression', '--rows', ','.join(rows), '--json', path]
+
+
+def speed_table(result: pr.Result, args: argparse.Namespace) -> tuple[dict | None, str, str]:
+  """benchmarks.regression's rows by name, from ROOT/<result>/regression.json, timed now (except at the smoke scale)
+  when the file is not there; a sentence saying where they came from or why there are none; and why in brief."""
+  path = os.path.join(args.root, result.key, 'regression.json')
+  command = speed_command(result, path)
+  if not os.path.isfile(path) and args.scale != 'smoke':
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    print(f'  timing the training steps: {shlex.join(command)}', flush=True)
+    done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not os.path.isfile(path):
+      why = f'`{shlex.join(command)}` failed (exit {done.returncode}): {done.stderr.strip()[-300:]}'
+      return None, why, 'the timing failed (see above)'
+  if not os.path.isfile(path):
+    why = f'not timed at the smoke scale (`{shlex.join(command)}` writes the table the cpu scale reads)'
+    return None, why, 'not timed at the smoke scale'
+  try:
+    rows = (wd.read_json(path) or {}).get('rows', [])
+    table = {row['row']: row for row in rows}
+  except (wd.WorkdirError, AttributeError, TypeError, KeyError) as e:
+    return None, f'{path} is not a benchmarks.regression table ({e}); delete it to time again', 'no table (see above)'
+  note = (
+    f'from `{path}`, written by `{shlex.join(command)}` (the CPU-scale configs, loop ms per step; delete the file '
+    'to time again)'
+  )
+  return table, note, ''  # With a table, a missing row says so itself.
+
+
+def parts_section(
+  result: pr.Result,
+  plans: dict[str, list[sweep.Point]],
+  failed: dict[str, list[str]],
+  table: dict | None,
+  table_note: str,
+  missing_note: str,
+  args: argparse.Namespace,
+  variants: dict[str, str | None],
+) -> tuple[dict, str, dict]:
+  """(summary row, Markdown section, results.json entry) of a result made of parts: one subsection per part."""
+  outcomes, texts, record = [], [], {}
+  for part in result.parts:
+    seeds = seeds_for(args, part)
+    speed = [(text, pr.step_time(table, a, b, missing_note)) for text, a, b in part.speed]
+    judged = judge(part, plans[part.key], seeds, failed[part.key], speed)
+    judged['data'] = data_kind(judged['groups'])
+    own = [p for p in plans[part.key] if p.overrides.get('norm') == 'rms']
+    seconds = [s for p in own if (s := run_seconds(p.workdir)) is not None]
+    judged['own'] = {'runs': len(own), 'wall_seconds': sum(seconds) if seconds else None}
+    outcomes += [pr.Outcome(c['holds'], c['detail']) for c in judged['claims']]
+    texts.append(part_section(part, judged, plans[part.key], args, seeds, variants[part.key]))
+    record[part.key] = {k: judged[k] for k in ('verdict', 'why', 'table', 'claims', 'missing', 'failed', 'own')}
+  seeds = sorted({seeds_for(args, part) for part in result.parts})
+  word, why = pr.verdict(outcomes, seeds[0])
+  runs = sum(r['own']['runs'] for r in record.values())
+  walls = [r['own']['wall_seconds'] for r in record.values() if r['own']['wall_seconds'] is not None]
+  summary = {
+    'verdict': word,
+    'why': why,
+    'wall_seconds': sum(walls) if walls else None,
+    'runs': runs,
+    'data': "each experiment's, as in its section above",
+    'seeds': f'{seeds[0]}-{seeds[-1]}' if len(seeds) > 1 else seeds[0],
+  }
+  text = '\n\n'.join(
+    [
+      f'## {result.title}',
+      f'**Verdict: {word}** ({why}; the runs and wall time in the summary are the RMS runs this section adds).',
+      f'**What is compared.** {result.paper} Step times: {table_note}.',
+      *texts,
+    ]
+  )
+  return summary, text, {'verdict': word, 'why': why, 'parts': record, 'runs': runs}
+
+
+def part_section(
+  part: pr.Result,
+  judged: dict,
+  points: Sequence[sweep.Point],
+  args: argparse.Namespace,
+  seeds: int,
+  variant: str | None,
+) -> str:
+  """One experiment's subsection of a result made of parts: its claims, numbers, data and commands."""
+  claim_rows = [
+    [c['text'], {True: 'yes', False: 'no', None: 'incomplete'}[c['holds']], c['detail']] for c in judged['claims']
+  ]
+  rows = [[label] + [row[m.label]['text'] for m in part.measures] for label, row in judged['table'].items()]
+  spread_note = f'mean over {seeds} seeds, (lowest to highest seed) in brackets' if seeds > 1 else 'one seed'
+  parts = [
+    f'### {part.title}',
+    markdown_table(['claim', 'holds', 'ours'], claim_rows),
+    f'**Ours** ({spread_note}):\n\n' + markdown_table(['run'] + [m.label for m in part.measures], rows),
+  ]
+  problems = []
+  if judged['missing']:
+    problems.append(
+      f'{len(judged["missing"])} of {judged["runs"]} runs have no logs yet: ' + ', '.join(judged['missing'])
+    )
+  if judged['failed']:
+    problems.append(f'Failed (see ROOT/{part.key}/logs/<run>.log): ' + ', '.join(judged['failed']))
+  if problems:
+    parts.append('**Incomplete.** ' + '. '.join(problems) + '.')
+  scale = SCALE_TEXT[args.scale] + (f"; the configs' `{variant}` variant" if variant != SCALES[args.scale] else '')
+  parts.append(
+    f'Data: {judged["data"]}. Scale: {scale}. Seeds: {seeds}. Wall time of the RMS runs: '
+    f'{minutes(judged["own"]["wall_seconds"])} over {judged["own"]["runs"]} runs.'
+  )
+  commands = [shlex.join(['python', *p.argv[1:]]) for p in points]
+  parts.append('Commands (the LN runs are those of the paper result above):\n\n```\n' + '\n'.join(commands) + '\n```')
+  return '\n\n'.join(parts)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = cli_errors.ArgumentParser(
     prog='python -m scripts.reproduce',
@@ -569,13 +730,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants[r.key], not_real[r.key] = result_variant(r, args.scale, missing)
     if not_real[r.key] and args.data == 'real':
       print(f'{r.title}: runs on its default data: {not_real[r.key]}', flush=True)
-  try:
-    plans = {
-      r.key: []
+  for part in (part for r in results for part in r.parts):  # A part shares its paper result's data and variant.
+    variants[part.key], not_real[part.key] = result_variant(part, args.scale, missing)
+
+  def plan(r: pr.Result) -> list[sweep.Point]:
+    fields = args.fields_of.get(r.key)
+    return (
+      []
       if r.config is None
-      else result_points(r, variants[r.key], args.root, seeds_for(args, r), sys.executable, args.fields_of.get(r.key))
-      for r in results
-    }
+      else result_points(r, variants[r.key], args.root, seeds_for(args, r), sys.executable, fields)
+    )
+
+  try:
+    plans = {r.key: plan(r) for r in results}
+    part_plans = {r.key: {part.key: plan(part) for part in r.parts} for r in results}
   except ValueError as e:
     return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
   if not args.dry_run:
@@ -583,6 +751,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   sections, summaries, numbers = [], {}, {}
   for i, result in enumerate(results, 1):
     points = plans[result.key]
+    if result.parts:
+      judged_parts = {}
+      for part in result.parts:
+        heading = f'[{i}/{len(results)}] {result.title}, {part.title}'
+        try:
+          failed = run_pending(part, part_plans[result.key][part.key], variants[part.key], args, heading)
+        except sweep.LaunchError as e:
+          return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
+        if not args.dry_run:
+          judged_parts[part.key] = failed
+      if args.dry_run:
+        continue
+      table, table_note, missing_note = speed_table(result, args)
+      summary, text, record = parts_section(
+        result, part_plans[result.key], judged_parts, table, table_note, missing_note, args, variants
+      )
+      summaries[result.key], numbers[result.key] = summary, record
+      sections.append(text)
+      continue
     if result.config is None:
       print(f'[{i}/{len(results)}] {result.title}', flush=True)
       if args.dry_run:
@@ -591,32 +778,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       summaries[result.key], numbers[result.key] = summary, {'verdict': summary['verdict'], 'why': summary['why']}
       sections.append(text)
       continue
-    module = sweep.load_config_module(result.config)
-    extra = args.fields_of.get(result.key)
     variant = variants[result.key]
-    pending = [p for p in points if not is_done(p, module, variant, extra)]
-    running = [p for p in pending if in_flight(p)]
-    pending = [p for p in pending if p not in running]
-    elsewhere = f', {len(running)} running in another process (collected as far as they got)' if running else ''
-    print(
-      f'[{i}/{len(results)}] {result.title}: {len(points) - len(pending) - len(running)} of {len(points)} runs '
-      f'done, {len(pending)} to run{elsewhere}',
-      flush=True,
-    )
+    try:
+      failed = run_pending(result, points, variant, args, f'[{i}/{len(results)}] {result.title}')
+    except sweep.LaunchError as e:
+      return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
     if args.dry_run:
-      for point in pending:
-        print('  ' + shlex.join(['python', *point.argv[1:]]))
       continue
-    failed = []
-    if pending:
-      try:
-        sweep.launch(pending, os.path.join(args.root, result.key), args, result.key)
-      except sweep.LaunchError as e:
-        return cli_errors.fail(e, str(e), cli_errors.EXIT_CONFIG)
-      if args.executor != 'slurm':
-        failed = [p.name for p in pending if not is_done(p, module, variant, extra)]
-    if running:
-      failed += [f'{p.name} (still running)' for p in running]
     judged = judge(result, points, seeds_for(args, result), failed)
     figures = draw_figures(result, judged['groups'], args.out, judged['keys'])
     judged['data'] = data_kind(judged['groups'])

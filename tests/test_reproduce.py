@@ -5,6 +5,7 @@ minutes on 2 cores), then checks that every table and figure has its section and
 is the one the runs logged (read again here from metrics.jsonl), and that a second invocation starts no run.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import sys
 
 import pytest
 
+from benchmarks import regression
 from scripts import paper_results as pr
 from scripts import plot, reproduce, sweep
 
@@ -96,7 +98,8 @@ def dataclass_result():
 
 def test_only_accepts_keys_and_aliases_in_the_papers_order():
   assert [r.key for r in pr.select(['fig6', 'fig1'])] == ['table2', 'fig6']
-  assert [r.key for r in pr.select(None)] == ['table1', 'table2', 'fig2', 'table3', 'fig4', 'fig5', 'fig6']
+  assert [r.key for r in pr.select(None)] == ['table1', 'table2', 'fig2', 'table3', 'fig4', 'fig5', 'fig6', 'rms']
+  assert [r.key for r in pr.select(['rmsnorm', 'fig6'])] == ['fig6', 'rms']  # Beyond the paper: last.
   with pytest.raises(ValueError, match=r'unknown result fig9.*fig6'):
     pr.select(['fig9'])
 
@@ -110,6 +113,114 @@ def test_every_result_names_a_sweep_with_its_labelled_points():
       points = reproduce.result_points(result, variant, 'root', 1, 'python')
       keys = {reproduce.point_key(p) for p in points}
       assert set(result.labels) == keys, (result.key, variant)
+
+
+def test_the_paper_results_run_their_whole_grid_and_no_rms_point():
+  """The RMS runs belong to the extension only: every paper result's points are its sweep's grid and controls, as
+  before the extension (issue 27 part 4 kept `norm=rms` out of every `sweep(add)`)."""
+  for result in pr.PAPER_RESULTS:
+    if result.config is None:
+      continue
+    for variant in (None, 'smoke', 'paper', *(('real',) if result.real_variant else ())):
+      points = reproduce.result_points(result, variant, 'root', 2, 'python')
+      grid = sweep.build_points(
+        result.config, variant, os.path.join('root', result.key), python='python', seeds=2, more_points=result.controls
+      )
+      assert points == grid, (result.key, variant)
+      assert not any(p.overrides.get('norm') == 'rms' for p in points), (result.key, variant)
+
+
+def test_the_rms_extension_adds_an_rms_run_beside_each_ln_run_it_reuses():
+  rms = pr.select(['rmsnorm'])[0]
+  assert rms.key == 'rms' and pr.RESULTS[-1] is rms and rms.config is None
+  assert [part.key for part in rms.parts] == ['fig6', 'table2', 'fig2', 'table3', 'fig4', 'fig5']
+  expected_ln = {
+    'fig6': ['norm=ln,batch_size=128', 'norm=ln,batch_size=4'],
+    'table2': ['model=oe,norm=ln'],
+  }
+  for part in rms.parts:
+    paper = pr.select([part.key])[0]
+    ln_keys = expected_ln.get(part.key, ['norm=ln'])
+    for variant in ('smoke', None, *(('real',) if part.real_variant else ())):
+      points = reproduce.result_points(part, variant, 'root', 2, 'python')
+      by_key = {}
+      for p in points:
+        by_key.setdefault(reproduce.point_key(p), []).append(p)
+      rms_keys = [k.replace('norm=ln', 'norm=rms') for k in ln_keys]
+      assert list(by_key) == ln_keys + rms_keys, (part.key, variant)
+      # The LN runs are the paper result's own, the very same commands and workdirs: collected there, not re-run.
+      paper_points = reproduce.result_points(paper, variant, 'root', 2, 'python')
+      assert [p for k in ln_keys for p in by_key[k]] == [p for p in paper_points if reproduce.point_key(p) in ln_keys]
+      paper_dirs = {p.workdir for p in paper_points}
+      for key in rms_keys:
+        assert [p.name for p in by_key[key]] == [
+          ','.join(filter(None, [variant, key])),
+          ','.join(filter(None, [variant, key, 'seed=1'])),
+        ]
+        for p in by_key[key]:
+          assert p.workdir == os.path.join('root', part.key, p.name) and p.workdir not in paper_dirs
+          config_arg = p.argv[p.argv.index('--config') + 1]
+          assert config_arg.startswith(paper.config + ':') and 'norm=rms' in config_arg.split(':')[1].split(',')
+          assert reproduce.is_done(p, sweep.load_config_module(part.config), variant) is False
+    # Its measures are the paper result's, its claims one quality claim per LN point, its speed rows in the table.
+    assert part.measures == paper.measures and len(part.claims) == len(ln_keys)
+    names = {r.name for r in regression.ROWS}
+    experiment = os.path.basename(part.config).removesuffix('.py')
+    assert [(a, b) for _, a, b in part.speed] == [
+      (f'{experiment}/{k.replace("norm=ln", "norm=rms")}', f'{experiment}/{k}')
+      for k in (','.join(p for p in key.split(',') if not p.startswith('model=')) for key in ln_keys)
+    ]
+    assert all(a in names and b in names for _, a, b in part.speed)
+
+
+def fake_runs(*values):
+  return [run_with([(100, v)]) for v in values]
+
+
+def test_rms_quality_claim_holds_within_the_seed_spread_or_better_and_fails_when_clearly_worse():
+  part = next(p for p in pr.RMS_PARTS if p.key == 'fig4')  # The test bound: lower is better.
+  claim = part.claims[0]
+  assert 'RMS' in claim.text and 'LN' in claim.text
+  part = dataclasses.replace(part, measures=(pr.Measure('final test bound (nats)', 'm', 'last', False),))
+
+  def check(rms, ln):
+    return claim.check(part, {'norm=rms': fake_runs(*rms), 'norm=ln': fake_runs(*ln)})
+
+  assert check((90.5, 91.5), (90.0, 91.0)).holds is True  # 0.5 nats worse, within a 1-nat spread.
+  assert check((88.0, 88.2), (90.0, 91.0)).holds is True  # Better.
+  worse = check((95.0, 95.2), (90.0, 91.0))
+  assert worse.holds is False and worse.detail.endswith('worse')
+  assert check((95.0,), (90.0,)).holds is False  # One seed each: the direction decides.
+  assert check((90.0,), ()).holds is None
+
+
+def test_rms_speed_claim_reads_the_regression_table():
+  def row(name, ms, *samples_ms):
+    return {'row': name, 'loop_ms': ms, 'steps_per_call': 10, 'loop_samples_s': [s * 10 / 1e3 for s in samples_ms]}
+
+  a, b = 'draw/norm=rms', 'draw/norm=ln'
+  same = pr.step_time({a: row(a, 2.05, 2.0, 2.1), b: row(b, 2.0, 1.95, 2.1)}, a, b, 'no table')
+  assert same.holds is True and 'within spread' in same.detail and '1.02x' in same.detail
+  slower = pr.step_time({a: row(a, 3.0, 2.9, 3.1), b: row(b, 2.0, 1.95, 2.05)}, a, b, 'no table')
+  assert slower.holds is False and slower.detail.endswith('worse')
+  assert pr.step_time(None, a, b, 'not timed at the smoke scale') == pr.Outcome(None, 'not timed at the smoke scale')
+  assert pr.step_time({b: row(b, 2.0, 2.0)}, a, b, '').holds is None
+
+
+def test_rms_step_times_are_read_from_the_regression_table_under_the_root(tmp_path):
+  rms = pr.select(['rms'])[0]
+  args = reproduce.parse_args(['--scale', 'smoke', '--root', str(tmp_path)])
+  table, note, brief = reproduce.speed_table(rms, args)  # Smoke: not timed, and said so.
+  assert table is None and brief == 'not timed at the smoke scale' and 'benchmarks.regression --rows mnist/' in note
+  _, a, b = rms.parts[0].speed[0]
+  rows = [{'row': a, 'loop_ms': 1.0}, {'row': b, 'loop_ms': 1.1}]
+  (tmp_path / 'rms').mkdir()
+  (tmp_path / 'rms' / 'regression.json').write_text(json.dumps({'environment': {}, 'rows': rows}))
+  table, note, _ = reproduce.speed_table(rms, args)
+  assert table == {a: rows[0], b: rows[1]} and 'regression.json' in note
+  (tmp_path / 'rms' / 'regression.json').write_text('[1, 2]')
+  table, note, _ = reproduce.speed_table(rms, args)
+  assert table is None and 'is not a benchmarks.regression table' in note
 
 
 def test_seeds_add_runs_beside_seed_zero(tmp_path):
@@ -191,7 +302,23 @@ def check_report(root, out, stdout):
         assert f'| {label} |' in report and pr.fmt(value, measure.digits) in report
     assert numbers or result.config is None, result.key
   assert '18 of 18 cells agree' in report
-  assert '[7/7] Figure 6' in stdout
+  assert '[7/8] Figure 6' in stdout
+  check_rms_section(root, results['rms'], report)
+
+
+def check_rms_section(root, entry, report):
+  """The RMSNorm extension: a subsection per experiment, its numbers read from the runs beside the paper's."""
+  for part in pr.RMS_PARTS:
+    assert f'### {part.title}' in report
+    numbers = entry['parts'][part.key]
+    assert [c['text'] for c in numbers['claims']][: len(part.claims)] == [c.text for c in part.claims]
+    speed = numbers['claims'][len(part.claims) :]
+    assert len(speed) == len(part.speed) and all(c['holds'] is None and 'smoke' in c['detail'] for c in speed)
+    for label, row in numbers['table'].items():
+      for cell in row.values():
+        assert cell['readings'][0]['run'].startswith(str(root / part.key))
+        if cell['mean'] is not None:
+          assert cell['mean'] == pytest.approx(read_again(cell['readings'][0]), rel=1e-12), (part.key, label)
 
 
 def check_rerun(root, out):
