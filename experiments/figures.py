@@ -350,7 +350,7 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
   return fig
 
 
-def check_out(out: str) -> None:
+def check_output_image(out: str) -> None:
   """Fails before any figure is drawn unless `out` names an image file in an existing directory.
 
   matplotlib would append '.png' to a name without an extension (a directory's name too) and write beside it.

@@ -38,7 +38,7 @@ def write_pictures(
   ]
 
 
-def check_workdir(workdir: str, steps: int | None) -> int:
+def steps_to_show(workdir: str, steps: int | None) -> int:
   """The glimpses to show per sequence: `steps`, or 8 (fewer for a model with fewer glimpses) when it is None.
 
   Fails before any model is loaded unless `workdir` is a DRAW run with at least `steps` glimpses.
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
   console.quiet()
   if min(args.num_samples, args.num_sequences, 1 if args.steps is None else args.steps) < 1:
     parser.error('--num_samples, --num_sequences and --steps must be positive.')
-  steps = check_workdir(args.workdir, args.steps)
+  steps = steps_to_show(args.workdir, args.steps)
   if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
     parser.error(f'--out {args.out} is a file; name a directory (it is created if missing)')
   try:

@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument('--logy', action='store_true', help='log-scale y axes (curves layout)')
   args = parser.parse_args(argv)
-  figures.check_out(args.out)
+  figures.check_output_image(args.out)
   try:
     fig = make_figure(args.rundirs, args.layout, args.x, args.metrics, args.logy)
   except ValueError as e:  # A workdir's files, or metrics and layout that do not go together.

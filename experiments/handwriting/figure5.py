@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('workdirs', nargs='+')
   parser.add_argument('--out', required=True)
   args = parser.parse_args(argv)
-  figures.check_out(args.out)
+  figures.check_output_image(args.out)
   try:
     print(plot(args.workdirs, args.out))
   except (FileNotFoundError, ValueError) as e:  # Not a handwriting workdir, or its metrics.jsonl is malformed.

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.labels and len(args.labels) != len(args.workdirs):
     parser.error('--labels needs one label per workdir.')
-  figures.check_out(args.out)
+  figures.check_output_image(args.out)
   missing = [w for w in args.workdirs if not os.path.isfile(os.path.join(w, 'metrics.jsonl'))]
   if missing:
     raise cli_errors.CommandError(
