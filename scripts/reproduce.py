@@ -463,10 +463,14 @@ def total_line(summaries: dict[str, dict]) -> str:
   )
 
 
-def git_commit() -> str:
+def git_commit(out: str = '') -> str:
+  """HEAD's short hash, '(with uncommitted changes)' if tracked files differ; the report's own files (`out`) aside,
+  since a regenerated report always differs from the committed one while it is written."""
+  exclude = [f':(exclude){os.path.relpath(out)}'] if out and not os.path.relpath(out).startswith('..') else []
   try:
     done = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=False)
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], capture_output=True, text=True)
+    status = ['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', *exclude]
+    dirty = subprocess.run(status, capture_output=True, text=True, check=False)
   except OSError:
     return 'unknown'
   return done.stdout.strip() + (' (with uncommitted changes)' if dirty.stdout.strip() else '') or 'unknown'
@@ -803,7 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   command = shlex.join(['python', '-m', 'scripts.reproduce', *(sys.argv[1:] if argv is None else argv)])
   header = [
     '# Layer Normalization (Ba, Kiros, Hinton 2016): the paper reproduced',
-    f'Written by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC at commit {git_commit()}; '
+    f'Written by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC '
+    f'at commit {git_commit(args.out)}; '
     f'scale {SCALE_TEXT[args.scale]}; seeds per run: {args.seeds}; hardware {hardware()}. Every number below is '
     f"read from the runs' logs under `{args.root}` (also in `results.json`, with the run and metric each came from).",
     'A claim "A beats B" holds when their means over seeds differ by more than the spread between seeds (with one '
