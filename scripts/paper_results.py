@@ -193,19 +193,33 @@ class Result:
 CHANCE_MARGIN = 5.0  # Accuracy points: a binary classifier at 45-55% has learnt nothing the claim could rest on.
 
 
+def _compared(result: Result, groups: Groups, a: str, b: str, measure_label: str):
+  """(measure, stat of a, stat of b, compare()'s verdict or None when a run is missing or unfinished, the detail)."""
+  measure = result.measure(measure_label)
+  sa, sb = result.stat(groups, a, measure), result.stat(groups, b, measure)
+  verdict = compare(sa, sb, measure.higher_is_better)
+  detail = (
+    f'{result.label(a)} {sa.text(measure.digits)} vs {result.label(b)} {sb.text(measure.digits)} '
+    f'({measure.label}): {verdict}'
+  )
+  if verdict == 'missing' or not (sa.complete and sb.complete):
+    return (
+      measure,
+      sa,
+      sb,
+      None,
+      detail + ' (not logged: a run is missing or unfinished, or this scale does not evaluate it)',
+    )
+  return measure, sa, sb, verdict, detail
+
+
 def beats(a: str, b: str, measure_label: str) -> Callable[[Result, Groups], Outcome]:
   """Holds when point `a` is better than point `b` on a measure, beyond the seeds' spread."""
 
   def check(result: Result, groups: Groups) -> Outcome:
-    measure = result.measure(measure_label)
-    sa, sb = result.stat(groups, a, measure), result.stat(groups, b, measure)
-    verdict = compare(sa, sb, measure.higher_is_better)
-    detail = (
-      f'{result.label(a)} {sa.text(measure.digits)} vs {result.label(b)} {sb.text(measure.digits)} '
-      f'({measure.label}): {verdict}'
-    )
-    if verdict == 'missing' or not (sa.complete and sb.complete):
-      return Outcome(None, detail + ' (not logged: a run is missing or unfinished, or this scale does not evaluate it)')
+    measure, sa, sb, verdict, detail = _compared(result, groups, a, b, measure_label)
+    if verdict is None:
+      return Outcome(None, detail)
     chance = measure.chance_level([*groups.get(a, []), *groups.get(b, [])])
     if chance is not None and all(abs(s.mean - chance) < CHANCE_MARGIN for s in (sa, sb)):
       return Outcome(False, detail + f' - but both are within {CHANCE_MARGIN:g} of chance ({chance:.3g}): no evidence')
@@ -271,16 +285,8 @@ def within_spread_or_better(a: str, b: str, measure_label: str) -> Callable[[Res
   """Holds when point `a` is within the seeds' spread of point `b` on a measure, or better: "as good as"."""
 
   def check(result: Result, groups: Groups) -> Outcome:
-    measure = result.measure(measure_label)
-    sa, sb = result.stat(groups, a, measure), result.stat(groups, b, measure)
-    verdict = compare(sa, sb, measure.higher_is_better)
-    detail = (
-      f'{result.label(a)} {sa.text(measure.digits)} vs {result.label(b)} {sb.text(measure.digits)} '
-      f'({measure.label}): {verdict}'
-    )
-    if verdict == 'missing' or not (sa.complete and sb.complete):
-      return Outcome(None, detail + ' (not logged: a run is missing or unfinished, or this scale does not evaluate it)')
-    return Outcome(verdict in ('better', 'within spread'), detail)
+    _, _, _, verdict, detail = _compared(result, groups, a, b, measure_label)
+    return Outcome(None if verdict is None else verdict in ('better', 'within spread'), detail)
 
   return check
 
