@@ -170,7 +170,7 @@ def eval_directory(config: ml_collections.ConfigDict) -> str:
   procedural.write_eval_dir(directory, config.data.seed, config.eval.per_class, tuple(config.eval.sick_sizes))
   for task in (t for t, source in sources.items() if source == 'real'):
     for name in downstream.task_files(task):  # The real files replace the procedural ones of the same name.
-      os.replace(os.path.join(directory, name), os.path.join(directory, name + '.procedural'))
+      os.remove(os.path.join(directory, name))
       os.symlink(os.path.join(_expand(config.eval.dir), name), os.path.join(directory, name))
   return directory
 
