@@ -1,11 +1,11 @@
-"""Training throughput of each experiment's CPU-scale config, with layer normalization against the baseline.
+"""Training throughput of each experiment's CPU-scale config, with layer norm and RMSNorm against the baseline.
 
     python -m benchmarks.experiments_throughput [--experiments mnist,draw,order_embeddings,handwriting] [--repeats 10]
         [--json OUT]
 
-For every experiment, its default config (`configs/<name>.py`, the CPU scale) with `norm=ln` and with `norm=none`,
+For every experiment, its default config (`configs/<name>.py`, the CPU scale) with `norm=none`, `ln` and `rms`,
 on its own data (`build_task`), trained by the loop's jitted chunk of `config.steps_per_dispatch` steps, as
-`benchmarks.mnist_throughput.LoopChunk` issues it; both norms are timed side by side, round-robin, after warm-up.
+`benchmarks.mnist_throughput.LoopChunk` issues it; the norms are timed side by side, round-robin, after warm-up.
 A timed call is one dispatch, the loop's steady state between stop points (evaluation and checkpoints left out).
 
     LD_PRELOAD=libtcmalloc_minimal.so.4 taskset -c 0 .venv/bin/python -m benchmarks.experiments_throughput
@@ -31,7 +31,7 @@ EXPERIMENTS = {
   'order_embeddings': (order_embeddings_config, order_embeddings),
   'handwriting': (handwriting_config, handwriting),
 }
-NORMS = ('none', 'ln')
+NORMS = ('none', 'ln', 'rms')
 
 
 def measure(name: str, repeats: int, warmup: int) -> list[dict]:
@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     rows += measure(name, args.repeats, args.warmup)
     print(f'# measured {name}', file=sys.stderr, flush=True)
   timing.print_results(
-    env, format_table(rows), 'time x none: median time per dispatch / the norm=none median (above 1: LN is slower).'
+    env,
+    format_table(rows),
+    'time x none: median time per dispatch / the norm=none median (above 1: the norm is slower).',
   )
   timing.write_json(args.json, {'environment': env, 'args': vars(args), 'rows': rows})
 

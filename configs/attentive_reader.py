@@ -128,6 +128,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add):
-  """Figure 2's four curves."""
-  for norm in ('none', 'bn', 'bn_everywhere', 'ln'):
+  """Figure 2's four curves (and RMSNorm beside LN, beyond the paper)."""
+  for norm in ('none', 'bn', 'bn_everywhere', 'ln', 'rms'):
     add(norm=norm)

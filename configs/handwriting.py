@@ -120,6 +120,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add):
-  """Figure 5's comparison: the baseline and the LN model."""
-  for norm in ('none', 'ln'):
+  """Figure 5's comparison: the baseline and the LN model (and RMSNorm beside LN, beyond the paper)."""
+  for norm in ('none', 'ln', 'rms'):
     add(norm=norm)

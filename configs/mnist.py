@@ -113,7 +113,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add):
-  """Figure 6's grid: every normalization at batch sizes 128 and 4. Each `add` names `get_config` variants."""
+  """Figure 6's grid: every normalization at batch sizes 128 and 4 (and RMSNorm beside LN, beyond the paper). Each
+  `add` names `get_config` variants."""
   for batch_size in (128, 4):
-    for norm in ('bn', 'none', 'ln'):
+    for norm in ('bn', 'none', 'ln', 'rms'):
       add(norm=norm, batch_size=batch_size)

@@ -123,7 +123,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add):
-  """Table 2's rows: the symmetric baseline, order-embeddings, and order-embeddings with the LN-GRU."""
+  """Table 2's rows: the symmetric baseline, order-embeddings, and order-embeddings with the LN-GRU (and with the
+  RMS-GRU, beyond the paper)."""
   add(model='sym', norm='none')
   add(model='oe', norm='none')
   add(model='oe', norm='ln')
+  add(model='oe', norm='rms')

@@ -77,7 +77,8 @@ def _accuracy(task: str) -> Panel:
 
 # The paper's "Original" row of Table 3 (uni-skip of Kiros et al. 2015): Figure 3's horizontal lines.
 SKIP_THOUGHTS_ORIGINAL = {'sick/pearson': 84.8, 'sick/mse': 28.7, 'mr': 75.5, 'cr': 79.3, 'subj': 92.1, 'mpqa': 86.9}
-BASELINE, LN = 'tab:green', 'tab:red'
+# RMSNorm (beyond the paper) is drawn beside LN where a sweep ran it (`norm=rms` is a point of every sweep).
+BASELINE, LN, RMS = 'tab:green', 'tab:red', 'tab:orange'
 
 LAYOUTS: dict[str, Layout] = {
   'fig1': Layout(
@@ -91,6 +92,7 @@ LAYOUTS: dict[str, Layout] = {
       _kind('Order-Embedding + LN', LN, model='oe', norm='ln'),
       _kind('Sym', 'tab:blue', model='sym', norm='none'),
       _kind('Sym + LN', 'tab:purple', model='sym', norm='ln'),
+      _kind('Order-Embedding + RMSNorm', RMS, model='oe', norm='rms'),
     ),
     columns=3,
     config_keys=('model.margin',),
@@ -108,6 +110,7 @@ LAYOUTS: dict[str, Layout] = {
       _kind('LN-LSTM', LN, norm='ln', query_only=False),
       _kind('LN-LSTM, query only (control)', 'tab:gray', norm='ln', query_only=True),
       _kind('LSTM, query only (control)', 'tab:olive', norm='none', query_only=True),
+      _kind('RMS-LSTM', RMS, norm='rms', query_only=False),
     ),
     config_keys=('model.query_only',),
   ),
@@ -123,7 +126,11 @@ LAYOUTS: dict[str, Layout] = {
       Panel('SICK', 'MSE × 100', (Line('eval/downstream/sick/mse'),), 100.0, SKIP_THOUGHTS_ORIGINAL['sick/mse']),
       *(_accuracy(task) for task in ('mr', 'cr', 'subj', 'mpqa')),
     ),
-    legend=(_kind('Ours', BASELINE, norm='none'), _kind('Ours + LN', LN, norm='ln')),
+    legend=(
+      _kind('Ours', BASELINE, norm='none'),
+      _kind('Ours + LN', LN, norm='ln'),
+      _kind('Ours + RMSNorm', RMS, norm='rms'),
+    ),
     columns=3,
     paper_label='Original (Kiros et al. 2015, reported)',
   ),
@@ -133,7 +140,7 @@ LAYOUTS: dict[str, Layout] = {
     x='epoch',
     xlabel='Epoch',
     panels=(Panel('', 'Test variational bound (nats)', (Line('eval/test/nll_bound'),)),),
-    legend=(_kind('Baseline', BASELINE, norm='none'), _kind('LN', LN, norm='ln')),
+    legend=(_kind('Baseline', BASELINE, norm='none'), _kind('LN', LN, norm='ln'), _kind('RMSNorm', RMS, norm='rms')),
   ),
   'fig5': Layout(
     title='Figure 5: handwriting generation, negative log likelihood with and without layer normalization',
@@ -147,7 +154,7 @@ LAYOUTS: dict[str, Layout] = {
         (Line('eval/test/nll', ' test', '-'), Line('train/loss', ' train', ':')),
       ),
     ),
-    legend=(_kind('Baseline', BASELINE, norm='none'), _kind('LN', LN, norm='ln')),
+    legend=(_kind('Baseline', BASELINE, norm='none'), _kind('LN', LN, norm='ln'), _kind('RMSNorm', RMS, norm='rms')),
     xscale='log',
     config_keys=('model.window_mixtures',),
   ),
@@ -345,9 +352,27 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
     ax.grid(True, alpha=0.3, which='both' if layout.xscale == 'log' else 'major')
   legend_by_label(fig.axes[0], fontsize=8)
   sources = {_get(r.config, 'data.source') for r in runs} - {None}
-  title = layout.title + (f' (data: {sources.pop()})' if len(sources) == 1 else '')
+  title = layout.title + (f' (data: {sources.pop()}{downstream_note(runs)})' if len(sources) == 1 else '')
   fig.suptitle(textwrap.fill(title, int(13 * width)), fontsize=10)
   return fig
+
+
+def downstream_note(runs: Sequence[RunLogs]) -> str:
+  """'; MR, CR real, SICK procedural' where the runs' task.json says which evaluation tasks were made up (skip-thoughts
+  fills a task it has no files for procedurally), so that a title naming the training data does not claim them all."""
+  sources = {}
+  for run in runs:
+    try:
+      sources.update(wd.read_task_metadata(run.path).get('downstream_sources') or {})
+    except wd.WorkdirError:
+      continue
+  made = [task.upper() for task, source in sources.items() if source != 'real']
+  if not made:
+    return ''
+  real = [task.upper() for task, source in sources.items() if source == 'real']
+  return '; downstream ' + ', '.join(
+    filter(None, [f'{", ".join(real)} real' if real else '', f'{", ".join(made)} procedural'])
+  )
 
 
 def check_output_image(out: str) -> None:

@@ -160,7 +160,10 @@ class Result:
   aliases: tuple[str, ...]  # Other names --only accepts ('fig1' for Table 2's runs).
   title: str
   config: str | None  # The config file whose sweep(add) is the grid; None: `command` instead.
-  labels: dict[str, str]  # Point key -> the paper's name for it, in the paper's order.
+  # Point key -> the paper's name for it, in the paper's order: the result runs these points of the grid and
+  # `controls`, no others (a part beyond the paper shares a paper result's key, directory, seeds and --set fields,
+  # and so reuses its runs).
+  labels: dict[str, str]
   measures: tuple[Measure, ...]
   paper: str  # The paper's numbers or claim, as Markdown.
   claims: tuple[Claim, ...]
@@ -173,9 +176,6 @@ class Result:
   # when the first is there (the others may be partial: skip-thoughts fills missing downstream sets procedurally).
   data: tuple[str, ...] = ()
   real_variant: bool = False  # The config has a `real` variant: the cpu scale on the fetched data.
-  # Run only the points `labels` names (of the grid and `controls`), not the whole grid: a part of a result beyond
-  # the paper, which shares a paper result's key (its directory, seeds and --set fields) and so reuses its runs.
-  only_labelled: bool = False
   parts: tuple[Result, ...] = ()  # A result spanning several experiments: one part per experiment, no config.
   # (claim, benchmarks.regression row of A, row of B): "A's training step takes no longer than B's", on its table.
   speed: tuple[tuple[str, str, str], ...] = ()
@@ -600,7 +600,6 @@ def rms_part(base_key: str, title: str, ln_points: Sequence[dict], measure_label
     controls=tuple(controls),
     data=base.data,
     real_variant=base.real_variant,
-    only_labelled=True,
     speed=tuple(speed),
   )
 

@@ -47,10 +47,19 @@ NORM_NAMES = {
   'wn': 'WeightNorm',
   'weightnorm': 'WeightNorm',
   'weight_norm': 'WeightNorm',
+  'rms': 'RMSNorm',
+  'rmsnorm': 'RMSNorm',
+  'rms_norm': 'RMSNorm',
 }
 # The paper's legend order, and one colour per normalization in every panel.
-NORM_ORDER = ('BatchNorm', 'Baseline', 'LayerNorm', 'WeightNorm')
-NORM_COLOURS = {'BatchNorm': 'tab:blue', 'Baseline': 'tab:green', 'LayerNorm': 'tab:red', 'WeightNorm': 'tab:purple'}
+NORM_ORDER = ('BatchNorm', 'Baseline', 'LayerNorm', 'WeightNorm', 'RMSNorm')
+NORM_COLOURS = {
+  'BatchNorm': 'tab:blue',
+  'Baseline': 'tab:green',
+  'LayerNorm': 'tab:red',
+  'WeightNorm': 'tab:purple',
+  'RMSNorm': 'tab:orange',
+}
 
 
 @dataclasses.dataclass

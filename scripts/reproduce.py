@@ -93,7 +93,9 @@ def result_points(
     seeds=seeds,
     more_points=result.controls,
   )
-  return [p for p in points if point_key(p) in result.labels] if result.only_labelled else points
+  # A result runs the points its labels name: a config's grid may hold more (`norm=rms` beside `ln`, beyond the paper:
+  # the RMSNorm result's runs, not the paper figure's).
+  return [p for p in points if point_key(p) in result.labels]
 
 
 def point_key(point: sweep.Point) -> str:

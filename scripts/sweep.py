@@ -160,7 +160,8 @@ def build_points(
     extra: `field=value` overrides given to every point (e.g. `data.dir=/usr/share/datasets/fashion-mnist`).
     seeds: runs per point, with `config.seed` 0, 1, ..., seeds - 1. Seed 0 (the configs' default) keeps the point's
       name, so a sweep re-run with more seeds adds runs beside the ones it has; seed k > 0 appends `,seed=k`.
-    more_points: overrides of points to run beside the config's grid (e.g. a control run), named the same way.
+    more_points: overrides of points to run beside the config's grid (e.g. a control run), named the same way; one
+      the grid already has is not repeated.
 
   Returns:
     The points, in the order `sweep(add)` added them (then `more_points`), each point's seeds in a row.
@@ -168,7 +169,8 @@ def build_points(
   if seeds < 1:
     raise ValueError(f'seeds must be at least 1, got {seeds}.')
   config_module = load_config_module(config_path)
-  grid = collect_points(config_module, config_path) + [dict(p) for p in more_points]
+  grid = collect_points(config_module, config_path)
+  grid += [dict(p) for p in more_points if dict(p) not in grid]  # A control the grid already has runs once.
   all_overrides = [p if seed == 0 else {**p, 'seed': seed} for p in grid for seed in range(seeds)]
   check_keys(config_module, config_path, variant, all_overrides)
   for item in extra:

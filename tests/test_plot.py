@@ -79,6 +79,15 @@ def test_fig6_layout(fig6_root):
   np.testing.assert_allclose(lines_by_label(axes[0, 0])['BatchNorm'].get_ydata()[0], 4.0)
 
 
+def test_fig6_draws_rmsnorm_in_its_own_colour_after_the_papers_norms(fig6_root):
+  write_run(fig6_root / 'norm=rms,batch_size=4', {'norm': 'rms', 'batch_size': 4}, fig6_rows(seed=9))
+  axes = np.array(plot.make_figure([str(fig6_root)], layout='fig6').axes).reshape(2, 2)
+  assert [t.get_text() for t in axes[0, 1].get_legend().get_texts()] == [*NORMS.values(), 'RMSNorm']
+  colours = {line.get_label(): line.get_color() for line in axes[0, 1].get_lines()}
+  assert len(set(colours.values())) == 4
+  np.testing.assert_allclose(lines_by_label(axes[0, 1])['RMSNorm'].get_ydata()[0], 9.0)
+
+
 def test_fig6_metric_names_configurable_and_step_axis(tmp_path):
   for norm in ('ln', 'bn'):
     write_run(
@@ -346,6 +355,28 @@ def test_fig3_downstream_scores_against_iterations_with_the_papers_original_line
     match=r"untrained is not one, or has not evaluated yet: it logged none of \['eval/downstream/sick/pearson'",
   ):
     plot.make_figure([str(tmp_path / 'untrained')], layout='fig3')
+
+
+def test_fig3_draws_rmsnorm_beside_ln_and_its_title_says_which_downstream_tasks_were_procedural(tmp_path):
+  """`norm=rms` is a sweep point (beyond the paper): its runs get their own legend entry, not a directory name; and a
+  title naming the training data says which evaluation tasks skip-thoughts made up (task.json records it)."""
+  data = {'source': 'text'}
+  root = write_runs(
+    tmp_path,
+    {
+      'norm=ln': ({'model': {'norm': 'ln'}, 'data': data}, downstream_rows(0.5)),
+      'norm=rms': ({'model': {'norm': 'rms'}, 'data': data}, downstream_rows(0.45)),
+    },
+  )
+  sources = {'cr': 'real', 'mpqa': 'procedural', 'mr': 'real', 'sick': 'procedural', 'subj': 'procedural'}
+  (tmp_path / 'norm=ln' / 'task.json').write_text(json.dumps({'downstream_sources': sources}))
+  fig = plot.make_figure([root], layout='fig3')
+  assert legend_texts(fig.axes[0])[:2] == ['Ours + LN', 'Ours + RMSNorm']
+  np.testing.assert_allclose(data_of(fig.axes[0], 'Ours + RMSNorm'), [[4, 8], [45.0, 55.0]])
+  title = fig.get_suptitle().replace('\n', ' ')
+  assert title.endswith('(data: text; downstream CR, MR real, MPQA, SICK, SUBJ procedural)'), title
+  (tmp_path / 'norm=ln' / 'task.json').write_text(json.dumps({'downstream_sources': dict.fromkeys(sources, 'real')}))
+  assert plot.make_figure([root], layout='fig3').get_suptitle().replace('\n', ' ').endswith('(data: text)')
 
 
 def test_fig4_test_bound_against_epochs(tmp_path):

@@ -115,9 +115,21 @@ def test_every_result_names_a_sweep_with_its_labelled_points():
       assert set(result.labels) == keys, (result.key, variant)
 
 
-def test_the_paper_results_run_their_whole_grid_and_no_rms_point():
-  """The RMS runs belong to the extension only: every paper result's points are its sweep's grid and controls, as
-  before the extension (issue 27 part 4 kept `norm=rms` out of every `sweep(add)`)."""
+def test_every_sweep_has_an_rms_point_beside_each_ln_point():
+  """Issue 27 part 4: `norm=rms` is a point of every experiment's grid next to `ln` (the same fields otherwise)."""
+  configs = {r.config for r in pr.PAPER_RESULTS if r.config is not None}
+  assert len(configs) == 6
+  for config in sorted(configs):
+    grid = sweep.collect_points(sweep.load_config_module(config), config)
+    ln = [p for p in grid if p.get('norm') == 'ln']
+    assert ln and [p for p in grid if p.get('norm') == 'rms'] == [{**p, 'norm': 'rms'} for p in ln], config
+    for p in ln:  # Right after its LN point, so that a sweep's logs read in pairs.
+      assert grid[grid.index(p) + 1] == {**p, 'norm': 'rms'}, config
+
+
+def test_the_paper_results_run_their_grid_and_controls_less_the_rms_points():
+  """The RMS runs belong to the extension: every paper result's points are its sweep's grid and controls without the
+  `norm=rms` points, so the paper's figures and verdicts stay as they are."""
   for result in pr.PAPER_RESULTS:
     if result.config is None:
       continue
@@ -126,8 +138,8 @@ def test_the_paper_results_run_their_whole_grid_and_no_rms_point():
       grid = sweep.build_points(
         result.config, variant, os.path.join('root', result.key), python='python', seeds=2, more_points=result.controls
       )
-      assert points == grid, (result.key, variant)
-      assert not any(p.overrides.get('norm') == 'rms' for p in points), (result.key, variant)
+      assert any(p.overrides.get('norm') == 'rms' for p in grid), (result.key, variant)
+      assert points == [p for p in grid if p.overrides.get('norm') != 'rms'], (result.key, variant)
 
 
 def test_the_rms_extension_adds_an_rms_run_beside_each_ln_run_it_reuses():
@@ -147,7 +159,7 @@ def test_the_rms_extension_adds_an_rms_run_beside_each_ln_run_it_reuses():
       for p in points:
         by_key.setdefault(reproduce.point_key(p), []).append(p)
       rms_keys = [k.replace('norm=ln', 'norm=rms') for k in ln_keys]
-      assert list(by_key) == ln_keys + rms_keys, (part.key, variant)
+      assert sorted(by_key) == sorted(ln_keys + rms_keys), (part.key, variant)  # In the grid's order.
       # The LN runs are the paper result's own, the very same commands and workdirs: collected there, not re-run.
       paper_points = reproduce.result_points(paper, variant, 'root', 2, 'python')
       assert [p for k in ln_keys for p in by_key[k]] == [p for p in paper_points if reproduce.point_key(p) in ln_keys]
