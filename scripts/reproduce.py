@@ -519,6 +519,26 @@ def speed_command(result: pr.Result, path: str) -> list[str]:
   return ['python', '-m', 'benchmarks.regression', '--rows', ','.join(rows), '--json', path]
 
 
+def timed_when(written: dict) -> str:
+  """'timed 2026-12-05 16:20 UTC, load 0.15 to 1.69, by benchmarks.regression --check ...; ' from the table's own
+  record of its run (the file may come from a full regression run rather than the report's command)."""
+  env, flags = written.get('environment') or {}, written.get('args') or {}
+  if not isinstance(env, dict) or not isinstance(flags, dict) or not env.get('date'):
+    return ''
+  try:
+    when = datetime.datetime.fromisoformat(env['date']).astimezone(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')
+  except (TypeError, ValueError):
+    return ''
+  load = [f'{(env.get(k) or [None])[0]:.2f}' for k in ('loadavg_start', 'loadavg_end') if env.get(k)]
+  shown = ('quick', 'check', 'rows', 'write_baseline', 'repeats')
+  given = [f'--{k}' if v is True else f'--{k} {v}' for k, v in flags.items() if k in shown and v not in (None, False)]
+  return (
+    f'timed {when}'
+    + (f', 1-min load {" to ".join(load)}' if load else '')
+    + f', by `{" ".join(["python -m benchmarks.regression", *given])}`; '
+  )
+
+
 def speed_table(result: pr.Result, args: argparse.Namespace) -> tuple[dict | None, str, str]:
   """benchmarks.regression's rows by name, from ROOT/<result>/regression.json, timed now (except at the smoke scale)
   when the file is not there; a sentence saying where they came from or why there are none; and why in brief."""
@@ -535,14 +555,11 @@ def speed_table(result: pr.Result, args: argparse.Namespace) -> tuple[dict | Non
     why = f'not timed at the smoke scale (`{shlex.join(command)}` writes the table the cpu scale reads)'
     return None, why, 'not timed at the smoke scale'
   try:
-    rows = (wd.read_json(path) or {}).get('rows', [])
-    table = {row['row']: row for row in rows}
+    written = wd.read_json(path) or {}
+    table = {row['row']: row for row in written.get('rows', [])}
   except (wd.WorkdirError, AttributeError, TypeError, KeyError) as e:
     return None, f'{path} is not a benchmarks.regression table ({e}); delete it to time again', 'no table (see above)'
-  note = (
-    f'from `{path}`, written by `{shlex.join(command)}` (the CPU-scale configs, loop ms per step; delete the file '
-    'to time again)'
-  )
+  note = f'from `{path}` ({timed_when(written)}the CPU-scale configs, loop ms per step; delete the file to time again)'
   return table, note, ''  # With a table, a missing row says so itself.
 
 

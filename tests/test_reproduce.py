@@ -229,7 +229,16 @@ def test_rms_step_times_are_read_from_the_regression_table_under_the_root(tmp_pa
   (tmp_path / 'rms').mkdir()
   (tmp_path / 'rms' / 'regression.json').write_text(json.dumps({'environment': {}, 'rows': rows}))
   table, note, _ = reproduce.speed_table(rms, args)
-  assert table == {a: rows[0], b: rows[1]} and 'regression.json' in note
+  assert table == {a: rows[0], b: rows[1]} and 'regression.json' in note and 'timed' not in note
+  # The note says when and how the table was timed, from the table's own record (a full run may have written it).
+  env = {'date': '2026-12-05T16:20:09+00:00', 'loadavg_start': [0.146, 1.9, 3.4], 'loadavg_end': [1.686, 1.7, 2.9]}
+  flags = {'check': True, 'write_baseline': True, 'rows': None, 'repeats': 7, 'json': 'x.json', 'traceback': False}
+  (tmp_path / 'rms' / 'regression.json').write_text(json.dumps({'environment': env, 'args': flags, 'rows': rows}))
+  _, note, _ = reproduce.speed_table(rms, args)
+  assert (
+    'timed 2026-12-05 16:20 UTC, 1-min load 0.15 to 1.69, by '
+    '`python -m benchmarks.regression --check --write_baseline --repeats 7`; the CPU-scale configs'
+  ) in note
   (tmp_path / 'rms' / 'regression.json').write_text('[1, 2]')
   table, note, _ = reproduce.speed_table(rms, args)
   assert table is None and 'is not a benchmarks.regression table' in note
