@@ -395,7 +395,7 @@ def test_readme_status_verdicts_are_the_committed_reports():
     readme = f.read()
   status = readme[readme.index('## Status') : readme.index('## The library')]
   rows = {'table1': 'Table 1:', 'table2': 'Table 2,', 'fig2': 'Figure 2:', 'table3': 'Table 3,', 'fig4': 'Figure 4:'}
-  rows |= {'fig5': 'Figure 5:', 'fig6': 'Figure 6:'}
+  rows |= {'fig5': 'Figure 5:', 'fig6': 'Figure 6:', 'rms': 'Beyond the paper: RMSNorm'}
   for key, start in rows.items():
     line = next(line for line in status.splitlines() if line.startswith(f'| {start}'))
     assert line.split(' | ')[2].startswith(verdicts[key]), (key, verdicts[key], line)
