@@ -65,7 +65,7 @@ def test_config_variants_follow_the_paper():
   assert ar_config.get_config().data.source == 'procedural'
   points = []
   ar_config.sweep(lambda **kw: points.append(kw))
-  assert [p['norm'] for p in points] == ['none', 'bn', 'bn_everywhere', 'ln']
+  assert [p['norm'] for p in points] == ['none', 'bn', 'bn_everywhere', 'ln', 'rms']  # RMSNorm: beyond the paper.
   with pytest.raises(ValueError, match='smoke and paper'):
     ar_config.get_config('smoke,paper')
 

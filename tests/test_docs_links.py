@@ -114,7 +114,7 @@ def test_no_reference_to_the_old_paper_notes():
 def test_the_readme_is_short():
   with open(os.path.join(ROOT, 'README.md')) as f:
     lines = f.read().count('\n')
-  assert lines < README_MAX_LINES, f'README.md has {lines} lines: move the detail into the experiments\' READMEs'
+  assert lines < README_MAX_LINES, f"README.md has {lines} lines: move the detail into the experiments' READMEs"
 
 
 def test_the_checker_reports_what_is_missing_and_skips_what_is_not_ours(tmp_path):
@@ -123,11 +123,13 @@ def test_the_checker_reports_what_is_missing_and_skips_what_is_not_ours(tmp_path
   (tmp_path / 'docs').mkdir()
   (tmp_path / 'docs' / 'paper.md').write_text('# Title\n\n## 4. DRAW\n')
   root = str(tmp_path)
-  text = '\n'.join([
-    'Run `configs/mnist.py:norm=ln` and `configs/nope.py`; see [the paper](docs/paper.md#4-draw),',
-    '[gone](docs/gone.md), [no such heading](docs/paper.md#5-handwriting) and configs/*.py.',
-    'Not ours: runs/x/y, ~/.cache/layernorm/data, $LAYERNORM_DATA/mnist, [web](https://example.org/a),',
-    'configs/DIR/x.py, --config.data.dir=/usr/share/datasets/fashion-mnist, scripts/*.sh.',
-  ])
+  text = '\n'.join(
+    [
+      'Run `configs/mnist.py:norm=ln` and `configs/nope.py`; see [the paper](docs/paper.md#4-draw),',
+      '[gone](docs/gone.md), [no such heading](docs/paper.md#5-handwriting) and configs/*.py.',
+      'Not ours: runs/x/y, ~/.cache/layernorm/data, $LAYERNORM_DATA/mnist, [web](https://example.org/a),',
+      'configs/DIR/x.py, --config.data.dir=/usr/share/datasets/fashion-mnist, scripts/*.sh.',
+    ]
+  )
   missing = missing_paths(text, root, root=root)
   assert sorted(missing) == sorted(['configs/nope.py', 'docs/gone.md', 'docs/paper.md#5-handwriting', 'scripts/*.sh'])

@@ -28,7 +28,7 @@ def test_config_variants_follow_the_paper():
   assert draw_config.get_config().data.source == 'digits'
   points = []
   draw_config.sweep(lambda **kw: points.append(kw))
-  assert points == [{'norm': 'none'}, {'norm': 'ln'}]
+  assert points == [{'norm': 'none'}, {'norm': 'ln'}, {'norm': 'rms'}]  # RMSNorm beside LN, beyond the paper.
   with pytest.raises(ValueError, match='smoke, paper and real'):
     draw_config.get_config('smoke,paper')
 

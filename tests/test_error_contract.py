@@ -309,7 +309,12 @@ def test_ctrl_c_stops_a_sweep_starts_no_new_point_and_says_what_to_rerun(tmp_pat
   env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ROOT])}
   command = [sys.executable, '-m', 'scripts.sweep', str(tmp_path / 'toy.py'), '--root', str(root)]
   command += ['--module', 'slow_experiment']
-  proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  # SIGINT at its default, as at a terminal: a test run started in the background (`make test &`, some CI runners)
+  # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C would be lost.
+  reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+  proc = subprocess.Popen(
+    command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset
+  )
   for line in proc.stdout:
     if 'running norm=a' in line:
       break

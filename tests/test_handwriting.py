@@ -305,7 +305,7 @@ def test_config_variants_follow_the_paper():
   assert hw_config.get_config().data.source == 'hershey' and hw_config.get_config('source=iam').data.source == 'iam'
   points = []
   hw_config.sweep(lambda **kw: points.append(kw))
-  assert points == [{'norm': 'none'}, {'norm': 'ln'}]
+  assert points == [{'norm': 'none'}, {'norm': 'ln'}, {'norm': 'rms'}]  # RMSNorm beside LN, beyond the paper.
 
 
 def smoke_config(tmp_path, norm):

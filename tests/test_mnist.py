@@ -122,7 +122,7 @@ def test_sweep_is_figure_6_grid_of_valid_configs():
   points = []
   mnist_config.sweep(lambda **variants: points.append(variants))
   assert sorted((p['norm'], p['batch_size']) for p in points) == sorted(
-    (n, b) for n in ('none', 'bn', 'ln') for b in (4, 128)
+    (n, b) for n in ('none', 'bn', 'ln', 'rms') for b in (4, 128)
   )
   for p in points:
     mnist.validate(mnist_config.get_config(','.join(f'{k}={v}' for k, v in p.items())))

@@ -241,7 +241,12 @@ def test_config_variants_follow_the_paper():
   assert oe_config.get_config().data.source == 'procedural'
   points = []
   oe_config.sweep(lambda **kw: points.append(kw))
-  assert points == [{'model': 'sym', 'norm': 'none'}, {'model': 'oe', 'norm': 'none'}, {'model': 'oe', 'norm': 'ln'}]
+  assert points == [
+    {'model': 'sym', 'norm': 'none'},
+    {'model': 'oe', 'norm': 'none'},
+    {'model': 'oe', 'norm': 'ln'},
+    {'model': 'oe', 'norm': 'rms'},  # Beyond the paper: RMSNorm beside LN.
+  ]
 
 
 @pytest.mark.parametrize(

@@ -307,7 +307,7 @@ def test_config_variants_follow_the_paper():
   assert st_config.get_config().data.source == 'procedural'
   points = []
   st_config.sweep(lambda **kw: points.append(kw))
-  assert points == [{'norm': 'none'}, {'norm': 'ln'}]
+  assert points == [{'norm': 'none'}, {'norm': 'ln'}, {'norm': 'rms'}]  # RMSNorm beside LN, beyond the paper.
 
 
 @pytest.mark.parametrize(
