@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import cli_runner
 import numpy as np
 import pytest
 from test_data_images import write_idx, write_mnist_dir
@@ -313,7 +314,7 @@ def _digest(path: str) -> dict[str, str]:
 def _run(experiment: str, args: list[str], **kwargs) -> subprocess.CompletedProcess:
   env = {**os.environ, 'LAYERNORM_TRACEBACK': ''}
   cmd = [sys.executable, '-m', f'experiments.{experiment}', *args]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120, **kwargs)
+  return cli_runner.run(cmd, cwd=ROOT, env=env, timeout=120, **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -388,7 +389,7 @@ def test_traceback_on_request(tmp_path):
   """LAYERNORM_TRACEBACK=1 shows where a known error came from, for debugging."""
   env = {**os.environ, 'LAYERNORM_TRACEBACK': '1'}
   cmd = [sys.executable, '-m', 'experiments.mnist', '--config', MNIST_SMOKE, '--config.batchsize=3', '--workdir', 'x']
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+  result = cli_runner.run(cmd, cwd=ROOT, env=env, timeout=120)
   assert result.returncode != 0
   assert 'Traceback' in result.stderr and 'batchsize' in result.stderr
 
@@ -418,6 +419,6 @@ def test_tilde_and_variables_expand_in_data_dirs_and_workdirs(tmp_path):
   env = {**os.environ, 'HOME': str(tmp_path), 'RUNS': str(tmp_path / 'runs')}
   args = ['--config', MNIST_SMOKE + ',source=idx', '--config.data.dir=~/data', '--workdir', '$RUNS/x', '--dry_run']
   cmd = [sys.executable, '-m', 'experiments.mnist', *args]
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+  result = cli_runner.run(cmd, cwd=ROOT, env=env, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert f'would train in {tmp_path}/runs/x' in result.stdout

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import time
 
+import cli_runner
 import numpy as np
 import pytest
 from test_data_images import write_idx, write_mnist_dir
@@ -267,7 +268,7 @@ def test_bad_data_files_end_clean_before_a_workdir_is_made(tmp_path, setup, expe
   command = setup(tmp_path)
   before = tree_digest(tmp_path)
   args = [*command, f'--config.data.dir={tmp_path / "data"}', '--workdir', str(tmp_path / 'run')]
-  result = subprocess.run([sys.executable, '-m', *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  result = cli_runner.run([sys.executable, '-m', *args], cwd=ROOT, timeout=300)
   assert_clean(result.returncode, result.stderr, 2, expect, ' '.join(args))
   assert tree_digest(tmp_path) == before  # No workdir either.
 
@@ -302,6 +303,8 @@ def sweep(add):
 """
 
 
+# The preexec_fn only resets a signal disposition before exec: none of the fork-with-threads hazards jax warns of.
+@pytest.mark.filterwarnings('ignore:os.fork:RuntimeWarning')
 def test_ctrl_c_stops_a_sweep_starts_no_new_point_and_says_what_to_rerun(tmp_path):
   (tmp_path / 'slow_experiment.py').write_text(textwrap.dedent(SLOW_EXPERIMENT))
   (tmp_path / 'toy.py').write_text(textwrap.dedent(SWEEP_CONFIG))

@@ -4,9 +4,9 @@ variants, the sampling command, and the CLI's bad-input messages."""
 
 import json
 import os
-import subprocess
 import sys
 
+import cli_runner
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -406,7 +406,7 @@ def test_one_training_step_is_adam_on_the_loss_of_the_first_batch(tmp_path):
 
 
 def run_cli(*args):
-  return subprocess.run([sys.executable, '-m', *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+  return cli_runner.run([sys.executable, '-m', *args], cwd=REPO, timeout=120)
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 validation, and smoke runs of every variant on the digits."""
 
 import os
-import subprocess
 import sys
 
+import cli_runner
 import jax
 import numpy as np
 import pytest
@@ -164,10 +164,10 @@ def test_cli_rejects_a_bad_config_without_touching_the_workdir(tmp_path):
   workdir.mkdir()
   (workdir / 'keep.txt').write_text('x')
   before = sorted(os.listdir(workdir))
-  result = subprocess.run(
+  result = cli_runner.run(
     [sys.executable, '-m', 'experiments.mnist', '--config', 'configs/mnist.py:smoke',
      '--config.optimizer.learning_rate=-1', '--config.batch_size=0', '--workdir', str(workdir)],
-    cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=120,
+    cwd=ROOT, timeout=120,
   )  # fmt: skip
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'config.optimizer.learning_rate must be a positive number' in result.stderr

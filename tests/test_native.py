@@ -228,27 +228,38 @@ def test_other_dtypes_and_axes_use_xla():
   assert 'layernorm_forward_f32' in compiled_text(lambda x: layer_norm(x, axis=(1, 2)), x)
 
 
+def tiny_source(tmp_path) -> tuple:
+  """A one-function C++ file: the cache rules under test are the same for any source, and building the real kernels
+  (-O3, several files) would cost about 10 s a build; they are built, and tested, everywhere else in this file."""
+  source = tmp_path / 'src' / 'probe.cc'
+  source.parent.mkdir()
+  source.write_text('extern "C" int LayerNormProbe() { return 7; }\n')
+  return (source,)
+
+
 def test_build_is_cached_and_a_failing_compiler_is_reported(tmp_path, monkeypatch):
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
-  compiler = native._compiler()
-  path = native.build(compiler)
-  assert path.parent == tmp_path / 'layernorm' and path.exists()
+  compiler, sources = native._compiler(), tiny_source(tmp_path)
+  path = native.build(compiler, sources, stem='probe')
+  assert path.parent == tmp_path / 'layernorm' and path.exists() and path.name.startswith('probe-')
   stamp = path.stat().st_mtime_ns
-  assert native.build(compiler) == path and path.stat().st_mtime_ns == stamp
+  assert native.build(compiler, sources, stem='probe') == path and path.stat().st_mtime_ns == stamp
   assert [p.name for p in path.parent.iterdir()] == [path.name]  # No temporary file left behind.
   with pytest.raises(RuntimeError, match='failed'):
-    native.build('false')  # A "compiler" that exits 1.
+    native.build('false', sources, stem='probe')  # A "compiler" that exits 1.
   assert [p.name for p in path.parent.iterdir()] == [path.name]
+  sources[0].write_text(sources[0].read_text() + '// edited\n')  # Another source: another library, not the stale one.
+  assert native.build(compiler, sources, stem='probe') != path
 
 
 def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
-  compiler = native._compiler()
-  path = native.library_path(compiler)
+  compiler, sources = native._compiler(), tiny_source(tmp_path)
+  path = native.library_path(compiler, sources, stem='probe')
   path.parent.mkdir(parents=True)
   path.write_bytes(b'not a shared library')
-  library = native.load_library(compiler)
-  assert hasattr(library, 'LayerNormForwardF32')
+  library = native.load_library(compiler, sources, stem='probe')
+  assert library.LayerNormProbe() == 7
   assert path.read_bytes()[:4] == b'\x7fELF'
 
 

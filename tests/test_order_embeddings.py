@@ -4,9 +4,9 @@ and the CLI's errors."""
 
 import json
 import os
-import subprocess
 import sys
 
+import cli_runner
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -281,7 +281,7 @@ def test_validate_rejects_bad_values(override, match):
 )
 def test_cli_bad_input_exits_2_with_one_error_and_no_traceback(tmp_path, args, match):
   cmd = [sys.executable, '-m', 'experiments.order_embeddings', *args, f'--workdir={tmp_path / "w"}']
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = cli_runner.run(cmd, cwd=ROOT, timeout=120)
   assert result.returncode == 2
   assert result.stderr.count('Error:') == 1 and match in result.stderr
   assert 'Traceback' not in result.stderr

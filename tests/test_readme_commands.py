@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 
+import cli_runner
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,14 +93,14 @@ TRAINING = [c for c in COMMANDS if c[1].startswith('experiments.') and not c[1].
 @pytest.mark.parametrize('module', sorted({c[1] for c in COMMANDS if c[1].endswith(TOOLS)}))
 def test_tool_command_exists(module):
   command = [sys.executable, '-m', module, '--help']
-  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = cli_runner.run(command, cwd=ROOT, timeout=120)
   assert result.returncode == 0 and 'usage' in result.stdout, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize('args', TRAINING, ids=' '.join)
 def test_experiment_command_parses(args, tmp_path):
   args = [*_replace(args, '--workdir', str(tmp_path / 'run')), '--dry_run']
-  result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = cli_runner.run([sys.executable, *args], cwd=ROOT, timeout=120)
   assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   if result.returncode:  # Allowed only where the command names data this machine does not have.
     assert result.returncode == 2 and 'Invalid config' in result.stderr, result.stderr[-2000:]
@@ -115,7 +116,7 @@ def test_experiment_command_parses(args, tmp_path):
 def test_sweep_command_parses(args, tmp_path):
   args = _replace(args, '--root', str(tmp_path / 'sweep'))
   args += [] if '--dry_run' in args else ['--dry_run']
-  result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = cli_runner.run([sys.executable, *args], cwd=ROOT, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert '--workdir' in result.stdout
 
@@ -143,14 +144,14 @@ def test_reader_commands_read_what_the_readme_writes(args):
 
 @pytest.mark.parametrize('module', sorted({c[1] for c in COMMANDS if c[1] in READERS}))
 def test_reader_modules_parse_their_flags(module):
-  result = subprocess.run([sys.executable, '-m', module, '--help'], cwd=ROOT, capture_output=True, text=True)
+  result = cli_runner.run([sys.executable, '-m', module, '--help'], cwd=ROOT)
   assert result.returncode == 0 and 'usage' in result.stdout.lower(), result.stderr[-2000:]
 
 
 @pytest.mark.parametrize('args', [c for c in COMMANDS if c[1] == 'scripts.reproduce'], ids=' '.join)
 def test_reproduce_command_plans_its_runs(args, tmp_path):
   args = _replace(_replace(args, '--root', str(tmp_path / 'runs')), '--out', str(tmp_path / 'report'))
-  result = subprocess.run([sys.executable, *args, '--dry_run'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = cli_runner.run([sys.executable, *args, '--dry_run'], cwd=ROOT, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'to run' in result.stdout and ' --workdir ' + str(tmp_path / 'runs') in result.stdout
   assert not os.path.exists(tmp_path / 'runs') and not os.path.exists(tmp_path / 'report')

@@ -6,9 +6,9 @@ No network and no fetched data are needed: every data directory here is one the 
 
 import json
 import os
-import subprocess
 import sys
 
+import cli_runner
 import numpy as np
 import pytest
 
@@ -148,13 +148,11 @@ def test_a_bad_real_downstream_file_stops_the_command_before_it_touches_the_work
   (data_home / 'text' / 'a.txt').write_text(''.join(f'sentence number {i} is here .\n' for i in range(50)))
   workdir = tmp_path / 'run'
   command = ['-m', 'experiments.skip_thoughts', '--config', 'configs/skip_thoughts.py:real', f'--workdir={workdir}']
-  result = subprocess.run(
+  result = cli_runner.run(
     [sys.executable, *command, '--config.eval.tasks=("mr",)'],
     cwd=ROOT,
-    capture_output=True,
-    text=True,
     env={**os.environ, 'LAYERNORM_DATA': str(data_home)},
-    check=False,
+    timeout=30,
   )
   assert result.returncode == 2, result.stderr
   assert 'Traceback' not in result.stderr and 'mr: 3 positive and 12 negative' in result.stderr

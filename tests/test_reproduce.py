@@ -9,9 +9,9 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
 
+import cli_runner
 import pytest
 
 from benchmarks import regression
@@ -261,9 +261,7 @@ def test_seeds_add_runs_beside_seed_zero(tmp_path):
 
 
 def reproduce_cli(*args):
-  return subprocess.run(
-    [sys.executable, '-m', 'scripts.reproduce', *args], cwd=ROOT, capture_output=True, text=True, check=False
-  )
+  return cli_runner.run([sys.executable, '-m', 'scripts.reproduce', *args], cwd=ROOT, timeout=1200)
 
 
 def read_again(entry):
