@@ -2,7 +2,7 @@ r"""The unidirectional attentive reader on cloze QA, LSTM vs BN-LSTM vs BN-every
 
 Variants (`configs/attentive_reader.py:norm=ln,source=questions`):
   norm        none | bn | bn_everywhere | ln | rms                                                    (default ln)
-              rms: beyond the paper, RMS-LSTMs (layernorm.RMSLSTMCell, gains only); not in the sweep
+              rms: beyond the paper, RMS-LSTMs (layernorm.RMSLSTMCell, gains only); a sweep point beside ln
   source      procedural | questions | top4 (see experiments/attentive_reader/data.py)      (default procedural)
   ln_gain     the LN-LSTMs' initial gain: 1.0 (the paper's better choice) or 0.1 (also tried)        (default 1.0)
               (the RMS-LSTMs' too, under norm=rms)

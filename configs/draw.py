@@ -3,7 +3,7 @@ r"""DRAW on binarized MNIST, with and without layer normalization (paper section
 Variants (`configs/draw.py:norm=ln,source=idx`):
   norm     none | ln | rms: the LN variant uses the DRAW LSTM (appendix eq. 29-31, LN on c_t before the output tanh)
            in BOTH the encoder and the decoder (the paper does not say which; both is our choice)   (default ln);
-           rms, beyond the paper, the same cell with an RMS norm (gain only) in place of its LN (not in the sweep)
+           rms, beyond the paper, the same cell with an RMS norm (gain only) in place of its LN (sweep point beside ln)
   source   digits | idx | amat | tfds (see experiments/draw/data.py)                              (default digits)
   real     the CPU-scale model on binarized real MNIST, 50k/10k/10k, 10 epochs: the .amat files
            `python -m scripts.get_data binarized_mnist` wrote ($LAYERNORM_DATA/binarized_mnist, else

@@ -7,7 +7,7 @@ log-likelihood per sequence, in nats (also logged per point).
 
 Variants (`configs/handwriting.py:norm=ln,source=iam`):
   norm     none | ln: LN-LSTMs (appendix eq. 20-22) in all three layers                        (default ln)
-           | rms: beyond the paper, RMS-LSTMs (layernorm.RMSLSTMCell, gains only); not in the sweep
+           | rms: beyond the paper, RMS-LSTMs (layernorm.RMSLSTMCell, gains only); a sweep point beside ln
   source   hershey | iam (see experiments/handwriting/data.py)                                 (default hershey)
   smoke    seconds: a tiny network on a few dozen short lines
   paper    the paper's model: 400-unit LSTMs, K = 10, M = 20 (3.7M weights), Adam, batch 8, sequences of 500

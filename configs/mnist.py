@@ -2,7 +2,7 @@ r"""Permutation-invariant MNIST, 784-1000-1000-10 (paper section 6.6, Figure 6):
 
 Variants (`configs/mnist.py:norm=ln,batch_size=4`):
   norm        none | bn | ln | rms                           (default ln; rms: beyond the paper, an RMS norm with a
-              gain and a bias after it where ln has its layer norms; not in the sweep)
+              gain and a bias after it where ln has its layer norms; a sweep point beside ln)
   batch_size  the paper's 128 (left panels) or 4 (right)     (default 128)
   source      digits | idx | tfds (see experiments/data/mnist.py); default digits, or tfds with `paper`
   real        real MNIST at CPU scale: the IDX files `python -m scripts.get_data mnist` fetched ($LAYERNORM_DATA/mnist,

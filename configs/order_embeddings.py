@@ -3,7 +3,7 @@ Table 2, Figure 1).
 
 Variants (`configs/order_embeddings.py:norm=ln,model=oe`):
   norm     none | ln: the sentence encoder is a GRU (eq. 23-25) or the LN-GRU (eq. 26-28)         (default ln)
-           | rms: beyond the paper, the RMS-GRU (layernorm.RMSGRUCell, gains only); not in the sweep
+           | rms: beyond the paper, the RMS-GRU (layernorm.RMSGRUCell, gains only); a sweep point beside ln
   model    oe | sym: order-embeddings (absolute values, order violation, margin 0.05) or the symmetric
            cosine baseline (margin 0.2)                                                           (default oe)
   source   procedural | coco (see experiments/order_embeddings/data.py)                    (default procedural)

@@ -2,7 +2,7 @@ r"""Skip-thought vectors, with and without layer normalization (paper section 6.
 
 Variants (`configs/skip_thoughts.py:norm=ln,source=text`):
   norm     none | ln: LN-GRU (appendix eq. 26-28) in the encoder AND both decoders, as the authors ran it  (default ln)
-           | rms: beyond the paper, the RMS-GRU (layernorm.RMSGRUCell, gains only) in all three; not in the sweep
+           | rms: beyond the paper, the RMS-GRU (layernorm.RMSGRUCell, gains only) in all three; a sweep point beside ln
   source   procedural | text (a directory of *.txt files, one tokenized sentence per line: config.data.dir)
   real     the CPU-scale model on real text: the corpus `python -m scripts.get_data text` wrote (State of the Union
            addresses and Moby Dick, 2.2M words), a 5,000-word vocabulary (the output layer is most of a step; 20,000
