@@ -358,14 +358,16 @@ def draw(name: str, runs: Sequence[RunLogs], labels: Sequence[str] | None = None
 
 
 def downstream_note(runs: Sequence[RunLogs]) -> str:
-  """'; MR, CR real, SICK procedural' where the runs' task.json says which evaluation tasks were made up (skip-thoughts
-  fills a task it has no files for procedurally), so that a title naming the training data does not claim them all."""
+  """'; downstream CR, MR real, SICK procedural' where the runs' task.json says which evaluation tasks were made up
+  (skip-thoughts fills a task it has no files for procedurally), so that a title naming the training data does not
+  claim them all; '' when every task was real or nothing was recorded."""
   sources = {}
   for run in runs:
     try:
-      sources.update(wd.read_task_metadata(run.path).get('downstream_sources') or {})
-    except wd.WorkdirError:
+      recorded = wd.read_task_metadata(run.path).get('downstream_sources')
+    except (wd.WorkdirError, AttributeError):  # No task.json, or one that is not an object: nothing to say.
       continue
+    sources.update(recorded if isinstance(recorded, dict) else {})
   made = [task.upper() for task, source in sources.items() if source != 'real']
   if not made:
     return ''

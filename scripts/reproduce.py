@@ -520,8 +520,9 @@ def speed_command(result: pr.Result, path: str) -> list[str]:
 
 
 def timed_when(written: dict) -> str:
-  """'timed 2026-12-05 16:20 UTC, load 0.15 to 1.69, by benchmarks.regression --check ...; ' from the table's own
-  record of its run (the file may come from a full regression run rather than the report's command)."""
+  """'timed 2026-12-05 16:20 UTC, 1-min load 0.15 to 1.69, by `python -m benchmarks.regression --check ...`; ' from
+  the table's own record of its run (the file may come from a full regression run rather than the report's command);
+  '' where the file does not say."""
   env, flags = written.get('environment') or {}, written.get('args') or {}
   if not isinstance(env, dict) or not isinstance(flags, dict) or not env.get('date'):
     return ''
@@ -529,7 +530,8 @@ def timed_when(written: dict) -> str:
     when = datetime.datetime.fromisoformat(env['date']).astimezone(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')
   except (TypeError, ValueError):
     return ''
-  load = [f'{(env.get(k) or [None])[0]:.2f}' for k in ('loadavg_start', 'loadavg_end') if env.get(k)]
+  loads = [env.get(k) for k in ('loadavg_start', 'loadavg_end')]
+  load = [f'{v[0]:.2f}' for v in loads if isinstance(v, list) and v and isinstance(v[0], int | float)]
   shown = ('quick', 'check', 'rows', 'write_baseline', 'repeats')
   given = [f'--{k}' if v is True else f'--{k} {v}' for k, v in flags.items() if k in shown and v not in (None, False)]
   return (
