@@ -197,6 +197,22 @@ def test_load_mnist_digits():
     np.testing.assert_array_equal(again[s][0], data[s][0])
 
 
+def test_digits_read_from_the_shipped_file_equal_scikit_learns_reader(monkeypatch):
+  """load_digits reads scikit-learn's file itself (no import); it must give exactly what scikit-learn's reader gives,
+  and fall back to that reader where the file is not where it looks."""
+  from sklearn import datasets
+
+  reference = datasets.load_digits()
+  images, labels = mnist.load_digits()
+  np.testing.assert_array_equal(images, reference.images)
+  np.testing.assert_array_equal(labels, reference.target)
+  assert images.dtype == np.int64 and labels.dtype == np.int32
+  monkeypatch.setattr(mnist.importlib.util, 'find_spec', lambda name: None)
+  fallback_images, fallback_labels = mnist.load_digits()
+  np.testing.assert_array_equal(fallback_images, images)
+  np.testing.assert_array_equal(fallback_labels, labels)
+
+
 @pytest.mark.skipif(
   not os.path.isdir(FASHION_MNIST_DIR), reason='Fashion-MNIST not installed: apt-get install dataset-fashion-mnist'
 )

@@ -60,12 +60,10 @@ PROBE = textwrap.dedent("""
 """) % {'train_size': TRAIN_SIZE}
 
 
-def subprocess_env(tmp_path) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  # The processes share compiled programs through JAX's persistent cache: each would otherwise compile anew.
-  env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path.parent / 'jax_cache')
-  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  return env
+def subprocess_env() -> dict:
+  # The processes share compiled programs through the session's JAX cache (tests/conftest.py), which os.environ names:
+  # each would otherwise compile anew.
+  return dict(os.environ, JAX_PLATFORMS='cpu')
 
 
 def _free_port() -> int:
@@ -79,10 +77,10 @@ def _launch(tmp_path, name: str, workdir: str, *, processes: int, devices: int, 
   probe_dir = tmp_path / f'probe_{name}'
   probe_dir.mkdir()
   (probe_dir / 'sitecustomize.py').write_text(PROBE)
-  base = subprocess_env(tmp_path)
+  base = subprocess_env()
   base.update(env or {}, PROBE_DIR=str(probe_dir), PROBE_WORKDIR=workdir)
   base['PYTHONPATH'] = f'{probe_dir}{os.pathsep}{ROOT}'
-  base['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  base['XLA_FLAGS'] = f'{base.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'
   command = [sys.executable, '-m', 'experiments.mnist', '--config', 'configs/mnist.py:smoke', '--workdir', workdir]
   if processes > 1:
     command.append('--jax_distributed')

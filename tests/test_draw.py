@@ -48,11 +48,11 @@ def test_loss_and_eval_are_the_bound_with_a_kl_that_matters():
   reconstruction, kl_BxT = reference_bound(model, jnp.asarray(x, jnp.float32), key)
   kl = kl_BxT.sum(-1)
   assert np.all(kl > 0.1 * reconstruction), (kl, reconstruction)  # The KL is a sizeable part of the bound.
-  loss, extra = draw.loss_fn(model, {'image': x}, key)
+  loss, extra = nnx.jit(draw.loss_fn)(model, {'image': x}, key)  # Jitted: one compile, not one per operation.
   np.testing.assert_allclose(loss, np.mean(reconstruction + kl), rtol=1e-5)
   np.testing.assert_allclose(extra['kl'], np.mean(kl), rtol=1e-4)
   np.testing.assert_allclose(extra['reconstruction'], np.mean(reconstruction), rtol=1e-5)
-  values = draw.eval_fn(model, {'image': x}, key)
+  values = nnx.jit(draw.eval_fn)(model, {'image': x}, key)
   np.testing.assert_allclose(values['nll_bound'], reconstruction + kl, rtol=1e-5)
   np.testing.assert_allclose(values['kl'], kl, rtol=1e-4)
   assert isinstance(model, DRAW) and model.norm == 'ln'

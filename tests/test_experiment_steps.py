@@ -75,7 +75,7 @@ def test_mnist_layer_norm_step_matches_a_plain_jnp_network(tmp_path):
 
   batch = first_batch(config, task)
   x = batch['image'].astype(np.float32) / 255.0  # The experiment's documented input scaling.
-  loss, grads = jax.value_and_grad(plain_loss)(params, x, batch['label'])
+  loss, grads = jax.jit(jax.value_and_grad(plain_loss))(params, x, batch['label'])
   want = adam_first_step(params, grads, config.optimizer)
 
   final = mnist.train_and_evaluate(config, str(tmp_path))
@@ -103,10 +103,11 @@ def test_draw_step_feeds_the_model_the_step_batch_key_and_update(tmp_path):
   batch = first_batch(config, task)
   assert batch['image'].dtype == np.uint8 and set(np.unique(batch['image'])) <= {0, 1}
 
-  def loss_of(p):
-    return draw.loss_fn(nnx.merge(graph, p, rest), {'image': jnp.asarray(batch['image'])}, step_key(config))[0]
+  @jax.jit  # One program, not one per operation: the reference is the same computation, compiled once.
+  def loss_of(p, key):
+    return draw.loss_fn(nnx.merge(graph, p, rest), {'image': jnp.asarray(batch['image'])}, key)[0]
 
-  loss, grads = jax.value_and_grad(loss_of)(params)
+  loss, grads = jax.jit(jax.value_and_grad(loss_of))(params, step_key(config))
   flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   flat_grads = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
   want = adam_first_step(flat_params, flat_grads, config.optimizer)
@@ -114,7 +115,7 @@ def test_draw_step_feeds_the_model_the_step_batch_key_and_update(tmp_path):
   final = draw.train_and_evaluate(config, str(tmp_path))
   np.testing.assert_allclose(final['train/loss'], float(loss), rtol=1e-5)
   # The loss has a KL term, so it depends on the posterior sample: a different key would give another value.
-  other = draw.loss_fn(nnx.merge(graph, params, rest), {'image': jnp.asarray(batch['image'])}, jax.random.key(1))[0]
+  other = loss_of(params, jax.random.key(1))
   assert not np.isclose(float(other), float(loss), rtol=1e-6)
   trained = nnx.split(loop.load_model(str(tmp_path), task), nnx.Param, ...)[1]
   for path, value in jax.tree_util.tree_flatten_with_path(trained)[0]:
@@ -136,7 +137,7 @@ def test_skip_thoughts_step_is_clipped_theano_adam_on_the_length_grouped_first_b
   def loss_of(p):
     return skip_thoughts.loss_fn(nnx.merge(graph, p, rest), jax.tree.map(jnp.asarray, batch), step_key(config))[0]
 
-  loss, grads = jax.value_and_grad(loss_of)(params)
+  loss, grads = jax.jit(jax.value_and_grad(loss_of))(params)
   flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   flat_grads = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
   opt = config.optimizer
@@ -181,7 +182,7 @@ def test_attentive_reader_step_permutes_entities_with_the_step_key_and_applies_c
     logits, _ = model(permuted, dropout_key)
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), permuted['answer'][:, None], 1))
 
-  loss, grads = nnx.value_and_grad(loss_of)(nnx.clone(init))
+  loss, grads = nnx.jit(nnx.value_and_grad(loss_of))(nnx.clone(init))
   flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   flat_grads = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
   n = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in flat_grads.values()))

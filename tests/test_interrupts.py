@@ -61,7 +61,7 @@ def run_cli(workdir, env, signum=None):
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_signal_stops_with_one_message_and_the_rerun_equals_an_uninterrupted_run(tmp_path, signum, mnist_straight):
-  workdir, env = str(tmp_path / 'run'), tl.subprocess_env(tmp_path)
+  workdir, env = str(tmp_path / 'run'), tl.subprocess_env()
   code, err = run_cli(workdir, env, signum)
   assert code == cli.EXIT_INTERRUPTED, err[-3000:]
   status = loop.read_status(workdir)
@@ -186,7 +186,7 @@ def test_corrupt_latest_checkpoint_is_one_warning_line_through_the_cli(tmp_path,
   wd.write_status(workdir, 'running', status['step'] - 1, status['total_steps'])  # As if killed before 'done'.
   last = max(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
   tl.corrupt_by_garbage(os.path.join(workdir, 'checkpoints', str(last)))
-  code, err = run_cli(workdir, tl.subprocess_env(tmp_path))
+  code, err = run_cli(workdir, tl.subprocess_env())
   assert code == 0, err[-3000:]
   reports = [line for line in err.splitlines() if 'is corrupt' in line]
   assert len(reports) == 1 and f'checkpoint at step {last}' in reports[0] and 'DATA_LOSS' in reports[0]
@@ -237,7 +237,7 @@ def test_a_resume_over_a_corrupt_metrics_line_says_so_keeps_the_file_and_logs_th
   wd.write_status(workdir, 'running', steps[-2], status['total_steps'])
   rows = wd.read_rows(workdir)
   damaged = _damage_line(workdir, next(i for i, r in enumerate(rows) if r['step'] > steps[-2]))
-  code, err = run_cli(workdir, tl.subprocess_env(tmp_path))
+  code, err = run_cli(workdir, tl.subprocess_env())
   assert code == 0, err[-3000:]
   assert 'not a complete JSON row' in err and f'The steps after {steps[-2]} are logged again' in err, err[-3000:]
   assert _kept_copy(workdir) == damaged
@@ -248,7 +248,7 @@ def test_a_finished_run_whose_metrics_lost_the_final_row_is_not_done_silently(tm
   workdir = str(tmp_path / 'run')
   shutil.copytree(mnist_straight, workdir)
   damaged = _damage_line(workdir, -1)
-  code, err = run_cli(workdir, tl.subprocess_env(tmp_path))
+  code, err = run_cli(workdir, tl.subprocess_env())
   assert code == 0, err[-3000:]
   assert 'is done, but its metrics.jsonl was damaged: line' in err and 'was written again from status.json' in err
   assert _kept_copy(workdir) == damaged

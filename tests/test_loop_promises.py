@@ -232,7 +232,7 @@ print(json.dumps({{'batches': batches, 'compiled': compiled}}))
 def test_two_devices_each_hold_half_of_every_batch(tmp_path):
   """Complements test_two_devices_match_one (equal results), which a batch copied to both devices also passes."""
   code = SHARDING_CHECK.format(tests=os.path.dirname(os.path.abspath(__file__)), workdir=str(tmp_path / 'run'))
-  env = t.subprocess_env(tmp_path)
+  env = t.subprocess_env()
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2'
   result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

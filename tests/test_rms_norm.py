@@ -116,8 +116,8 @@ def test_hessian_and_grad_of_grad_match_float64_reference():
   got_p = jax.jit(jax.grad(penalty(loss(rms_norm)), argnums=(0, 1)))(x, scale)
   with jax.enable_x64(True):
     ref = loss(lambda x, s: reference(x, s, (1,)))
-    want_h = jax.hessian(ref, argnums=(0, 1))(_f64(x), _f64(scale))
-    want_p = jax.grad(penalty(ref), argnums=(0, 1))(_f64(x), _f64(scale))
+    want_h = jax.jit(jax.hessian(ref, argnums=(0, 1)))(_f64(x), _f64(scale))
+    want_p = jax.jit(jax.grad(penalty(ref), argnums=(0, 1)))(_f64(x), _f64(scale))
   for got_row, want_row in zip(got_h, want_h, strict=True):
     for g, w_ in zip(got_row, want_row, strict=True):
       _assert_close(g, w_, 2e-4)

@@ -163,12 +163,10 @@ def straight(tmp_path_factory):
   return workdir, loop.train(make_config(), workdir, make_task())
 
 
-def subprocess_env(tmp_path) -> dict:
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
-  # Subprocesses share compiled programs through JAX's persistent cache: each one would otherwise compile anew.
-  env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path.parent / 'jax_cache')
-  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  return env
+def subprocess_env() -> dict:
+  # Subprocesses share compiled programs with this process and each other through the session's JAX cache
+  # (tests/conftest.py, named in os.environ): each one would otherwise compile anew.
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -422,7 +420,7 @@ assert jax.device_count() == 2, jax.devices()
 final = loop.train(t.make_config(), {workdir!r}, t.make_task())
 print(json.dumps(final))
 """
-  env = subprocess_env(tmp_path)
+  env = subprocess_env()
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2'
   result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -460,7 +458,7 @@ def test_sigkill_mid_training_then_resume_ends_identical(tmp_path):
     '--workdir',
     workdir,
   ] + [f'--config.{k}={v}' for k, v in overrides.items()]
-  env = subprocess_env(tmp_path)
+  env = subprocess_env()
   proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   checkpoints = os.path.join(workdir, 'checkpoints')
   deadline = time.time() + 240
