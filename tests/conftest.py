@@ -5,10 +5,10 @@
   test that runs it (a DRAW smoke run: 13.6 s of CPU cold, 5.5 s with its programs cached). The cache is a fresh
   temporary directory per session, removed at the end, so a run never depends on an earlier one; a cache directory
   set by the caller (JAX_COMPILATION_CACHE_DIR) is used as it is and kept.
-- XLA's CPU backend optimizes at LLVM level 1, not its default 2, in the tests and the runs they start: most programs
+- XLA's CPU backend optimizes at LLVM level 1, not its default 3, in the tests and the runs they start: most programs
   here are compiled for a few steps, so compile time is most of their cost (a DRAW smoke run: 18.7 -> 12.6 s of CPU,
   the smoke report 344 -> 263 s). The level changes how fast the machine code is, not what it computes (no fast-math
-  either way), so every numerical assertion holds as at level 2; the speed the project promises is measured by
+  either way), so every numerical assertion holds as at level 3; the speed the project promises is measured by
   benchmarks/, at XLA's defaults, never by the tests. A caller's own XLA_FLAGS level is kept.
 - The tests marked `slow` run first: with `pytest -n 2` a long test started last would run alone at the end, while
   started first it overlaps the many short ones on the other worker (longest-first scheduling).
@@ -37,12 +37,17 @@ def _share_compilation_cache() -> None:
     _created.append(os.environ[_CACHE_ENV])
   for name, value in _CACHE_SETTINGS.items():
     os.environ.setdefault(name, value)
+
+
+def _compile_quickly() -> None:
+  """LLVM level 1 for this process and its children (read when jax starts its backend), unless the caller chose one."""
   flags = os.environ.get('XLA_FLAGS', '')
   if '--xla_backend_optimization_level' not in flags:
     os.environ['XLA_FLAGS'] = f'{flags} --xla_backend_optimization_level=1'.strip()
 
 
 _share_compilation_cache()
+_compile_quickly()
 
 
 def pytest_unconfigure(config):
