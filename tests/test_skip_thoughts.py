@@ -11,6 +11,7 @@ import pytest
 import scipy.stats
 from flax import nnx
 from norm_checks import assert_normalized_by
+from sklearn import model_selection
 
 from configs import skip_thoughts as st_config
 from experiments import skip_thoughts as st
@@ -168,7 +169,7 @@ def test_nested_cv_scores_each_example_once_on_a_fit_that_never_saw_it(monkeypat
   ids = lambda rows: [row_id[r.tobytes()] for r in np.asarray(rows)]
   folds = []
 
-  class SpyGridSearch(downstream.GridSearchCV):
+  class SpyGridSearch(model_selection.GridSearchCV):
     def fit(self, X, y=None, **kw):
       folds.append({'fit': ids(X)})
       return super().fit(X, y, **kw)
@@ -177,7 +178,7 @@ def test_nested_cv_scores_each_example_once_on_a_fit_that_never_saw_it(monkeypat
       folds[-1]['scored'] = ids(X)
       return super().score(X, y)
 
-  monkeypatch.setattr(downstream, 'GridSearchCV', SpyGridSearch)
+  monkeypatch.setattr(model_selection, 'GridSearchCV', SpyGridSearch)  # Where the lazy import finds it.
   downstream.classification_accuracy(x, y, folds=5, inner_folds=3, cs=(1.0,))
   assert len(folds) == 5
   for fold in folds:

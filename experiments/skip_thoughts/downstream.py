@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.stats
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from experiments.data import DataError
+
+# scikit-learn and scipy are imported in the functions that fit, not here: importing them takes 1.3 s, which every
+# skip-thoughts command (--help, a dry run, a config error, the pictures) would otherwise pay before doing anything.
+if TYPE_CHECKING:
+  from sklearn.linear_model import LogisticRegression
 
 CLASSIFICATION_FILES = {
   'mr': ('rt-polarity.pos', 'rt-polarity.neg'),
@@ -143,6 +146,8 @@ def fit_relatedness(train_x, train_scores, c: float) -> LogisticRegression:
   y = np.tile(np.arange(1, k + 1), n)
   weights = dist.reshape(-1)
   keep = weights > 0
+  from sklearn.linear_model import LogisticRegression  # Lazy: see the imports.
+
   model = LogisticRegression(C=c, max_iter=1000)
   return model.fit(x[keep], y[keep], sample_weight=weights[keep])
 
@@ -157,6 +162,8 @@ def relatedness_scores(features: dict, cs: Sequence[float] = DEFAULT_CS) -> dict
   Args:
     features: {'train' | 'trial' | 'test': (pair features [N, F], scores [N])}.
   """
+  import scipy.stats  # Lazy: see the imports.
+
   best = None
   for c in cs:
     model = fit_relatedness(*features['train'], c)
@@ -177,6 +184,9 @@ def classification_accuracy(
 ) -> dict[str, float]:
   """Nested cross-validated logistic regression: {'accuracy': mean % over the outer folds, 'accuracy_std': their sd,
   'majority': the larger class's share in % (what always guessing it scores: 50 on MR, 59 on the real CR here)}."""
+  from sklearn.linear_model import LogisticRegression  # Lazy: see the imports.
+  from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
   order = np.random.default_rng(1234).permutation(len(y))
   x, y = x[order], y[order]
   accuracies = []
