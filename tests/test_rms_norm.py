@@ -50,6 +50,13 @@ def _f64(a):
   return np.asarray(a, np.float64)
 
 
+def _value_and_pullback(f, args, dy):
+  """`f(*args)` and its pullback of `dy`, both in the one jitted program that calls this (a pullback returned from a
+  jitted function would run eagerly, compiling every operation on its own)."""
+  y, pullback = jax.vjp(f, *args)
+  return y, pullback(dy)
+
+
 def _assert_close(got, want, tol):
   want = np.asarray(want)
   np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol * max(np.abs(want).max(), 1e-3))
@@ -68,11 +75,10 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, use_scale):
   scale = scale if use_scale else None
   axes = _axes(shape, axis)
   args = (x,) if scale is None else (x, scale)
-  y, pullback = jax.jit(lambda *a: jax.vjp(lambda *a: rms_norm(*a, axis=axis), *a))(*args)
-  got = pullback(dy)
+  y, got = jax.jit(lambda a, dy: _value_and_pullback(lambda *a: rms_norm(*a, axis=axis), a, dy))(args, dy)
   with jax.enable_x64(True):
-    want_y, ref_pullback = jax.vjp(lambda *a: reference(a[0], a[1] if use_scale else None, axes), *map(_f64, args))
-    want = ref_pullback(_f64(dy))
+    ref = lambda *a: reference(a[0], a[1] if use_scale else None, axes)
+    want_y, want = jax.jit(lambda a, dy: _value_and_pullback(ref, a, dy))(tuple(map(_f64, args)), _f64(dy))
   assert y.dtype == jnp.float32
   _assert_close(y, want_y, 1e-5)
   for g, w in zip(got, want, strict=True):
@@ -81,17 +87,18 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, use_scale):
 
 def test_low_precision_input_keeps_its_dtype_with_float32_statistics():
   x, scale, _ = _problem((6, 256), -1, seed=3)
-  y = rms_norm(x.astype(jnp.bfloat16), scale)
+  y = jax.jit(rms_norm)(x.astype(jnp.bfloat16), scale)
   assert y.dtype == jnp.bfloat16
   with jax.enable_x64(True):
-    want = reference(_f64(x.astype(jnp.bfloat16).astype(jnp.float32)), _f64(scale), (1,))
+    want = jax.jit(reference, static_argnums=2)(_f64(x.astype(jnp.bfloat16).astype(jnp.float32)), _f64(scale), (1,))
   _assert_close(y.astype(jnp.float32), want, 1e-2)
 
 
 def test_float64_input_is_computed_in_float64():
   with jax.enable_x64(True):
     x = np.random.default_rng(4).normal(5.0, 0.1, (6, 333))
-    np.testing.assert_allclose(rms_norm(x), reference(x, None, (1,)), rtol=1e-12, atol=1e-12)
+    got, want = jax.jit(rms_norm)(x), jax.jit(lambda x: reference(x, None, (1,)))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('shape,axis', [((4, 1000), -1), ((2, 3, 4, 5), (-1, -3))])
@@ -100,8 +107,8 @@ def test_jvp_matches_float64_reference(shape, axis):
   dscale = jnp.asarray(np.random.default_rng(7).normal(size=scale.shape), jnp.float32)
   y, dy = jax.jit(lambda p, t: jax.jvp(lambda *a: rms_norm(*a, axis=axis), p, t))((x, scale), (dx, dscale))
   with jax.enable_x64(True):
-    want_y, want_dy = jax.jvp(
-      lambda x, s: reference(x, s, _axes(shape, axis)), (_f64(x), _f64(scale)), (_f64(dx), _f64(dscale))
+    want_y, want_dy = jax.jit(lambda p, t: jax.jvp(lambda x, s: reference(x, s, _axes(shape, axis)), p, t))(
+      (_f64(x), _f64(scale)), (_f64(dx), _f64(dscale))
     )
   _assert_close(y, want_y, 1e-4)
   _assert_close(dy, want_dy, 1e-4)
@@ -130,8 +137,9 @@ def test_vmap_over_batched_scales_equals_separate_calls():
   scales = jnp.asarray(np.random.default_rng(10).normal(1.0, 0.5, (3, 40)), jnp.float32)
   f = lambda x, s: jax.vjp(rms_norm, x, s)[1](dy[0])
   got = jax.jit(jax.vmap(f))(x, scales)
+  f_alone = jax.jit(f)  # One compile for the three separate calls, not one per operation.
   for i in range(3):
-    want = f(x[i], scales[i])
+    want = f_alone(x[i], scales[i])
     for g, w in zip(got, want, strict=True):
       np.testing.assert_allclose(g[i], w, rtol=1e-5, atol=1e-5)
 
@@ -145,9 +153,11 @@ def test_module_equals_flax_rms_norm_with_its_defaults(kwargs):
   ours = RMSNorm(24, rngs=nnx.Rngs(0), **kwargs)
   for m in (theirs, ours):
     m.scale[...] = jax.random.normal(jax.random.key(1), (24,))
-  assert ours.epsilon == theirs.epsilon and ours(x).dtype == theirs(x).dtype
+  # Jitted: one compile per module, not one per operation.
+  y_ours, y_theirs = (nnx.jit(lambda m, x: m(x))(m, x) for m in (ours, theirs))
+  assert ours.epsilon == theirs.epsilon and y_ours.dtype == y_theirs.dtype
   tol = 1e-2 if 'dtype' in kwargs else 1e-5
-  np.testing.assert_allclose(np.asarray(ours(x), np.float32), np.asarray(theirs(x), np.float32), rtol=tol, atol=tol)
-  grad = lambda m: nnx.grad(lambda m: jnp.sum(jnp.sin(m(x).astype(jnp.float32))))(m)
+  np.testing.assert_allclose(np.asarray(y_ours, np.float32), np.asarray(y_theirs, np.float32), rtol=tol, atol=tol)
+  grad = lambda m: nnx.jit(nnx.grad(lambda m: jnp.sum(jnp.sin(m(x).astype(jnp.float32)))))(m)
   np.testing.assert_allclose(grad(ours).scale[...], grad(theirs).scale[...], rtol=10 * tol, atol=10 * tol)
   assert ours.bias is None and set(nnx.state(ours).keys()) == {'scale'}
