@@ -79,7 +79,7 @@ def test_large_common_offset_is_normalized_accurately():
   # Values around 1e4 with unit spread: a one-pass E[x^2] - E[x]^2 in float32 loses most digits here.
   rng = np.random.default_rng(2)
   x = (1e4 + rng.normal(0.0, 1.0, (8, 1024))).astype(np.float32)
-  y = layer_norm(x)
+  y = jax.jit(lambda x: layer_norm(x))(x)
   np.testing.assert_allclose(y, reference_layer_norm(x, None, None, (1,), 1e-5), atol=2e-3)
   np.testing.assert_allclose(np.std(np.asarray(y), axis=1), 1.0, atol=1e-3)
 
@@ -89,8 +89,10 @@ def test_gradients_match_finite_differences():
   x = jnp.asarray(rng.normal(0.5, 2.0, (3, 6)), jnp.float32)
   scale = jnp.asarray(rng.normal(1.0, 0.3, 6), jnp.float32)
   bias = jnp.asarray(rng.normal(0.0, 0.3, 6), jnp.float32)
-  check_grads(lambda x, s, b: layer_norm(x, s, b), (x, scale, bias), order=1, modes=['rev'], atol=5e-2, rtol=5e-2)
-  check_grads(lambda x: layer_norm(x, axis=0), (x,), order=2, modes=['rev'], atol=5e-2, rtol=5e-2)
+  # Jitted functions: each evaluation and derivative is one compiled program, not one compile per operation.
+  f = jax.jit(lambda x, s, b: layer_norm(x, s, b))
+  check_grads(f, (x, scale, bias), order=1, modes=['rev'], atol=5e-2, rtol=5e-2)
+  check_grads(jax.jit(lambda x: layer_norm(x, axis=0)), (x,), order=2, modes=['rev'], atol=5e-2, rtol=5e-2)
 
 
 def test_gradient_matches_autodiff_of_reference_in_float64():
@@ -105,15 +107,17 @@ def test_gradient_matches_autodiff_of_reference_in_float64():
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
     return (x - mean) / jnp.sqrt(var + 1e-5) * s
 
-  got = jax.grad(lambda x, s: jnp.sum(layer_norm(x, s) * dy), argnums=(0, 1))(x, scale)
-  want = jax.grad(lambda x, s: jnp.sum(textbook(x, s) * dy), argnums=(0, 1))(x, scale)
+  got = jax.jit(jax.grad(lambda x, s: jnp.sum(layer_norm(x, s) * dy), argnums=(0, 1)))(x, scale)
+  want = jax.jit(jax.grad(lambda x, s: jnp.sum(textbook(x, s) * dy), argnums=(0, 1)))(x, scale)
   for g, w in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_vmap_equals_batched_call():
   x = jax.random.normal(jax.random.key(0), (4, 3, 10))
-  np.testing.assert_allclose(jax.vmap(layer_norm)(x), layer_norm(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    jax.jit(lambda x: jax.vmap(layer_norm)(x))(x), jax.jit(lambda x: layer_norm(x))(x), rtol=1e-6, atol=1e-6
+  )
 
 
 def test_equals_flax_layer_norm_with_two_pass_variance():
@@ -124,7 +128,8 @@ def test_equals_flax_layer_norm_with_two_pass_variance():
   for m in (ours, theirs):
     m.scale[...] = jax.random.normal(key_s, (64,))
     m.bias[...] = jax.random.normal(key_b, (64,))
-  np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+  apply = lambda m: nnx.jit(lambda m, x: m(x))(m, x)  # One compile per module, not one per operation.
+  np.testing.assert_allclose(apply(ours), apply(theirs), rtol=1e-5, atol=1e-5)
 
 
 def test_module_defaults_are_gain_one_bias_zero():
@@ -188,6 +193,13 @@ def _f64(a):
   return None if a is None else np.asarray(jnp.asarray(a, jnp.float32), np.float64)
 
 
+def _value_and_pullback(f, args, dy):
+  """`f(*args)` and its pullback of `dy`, both in the one jitted program that calls this (a pullback returned from a
+  jitted function would run eagerly, compiling every operation on its own)."""
+  y, pullback = jax.vjp(f, *args)
+  return y, pullback(dy)
+
+
 def _assert_close(got, want, tol):
   """Elementwise check with an absolute floor proportional to the largest reference entry."""
   got = np.asarray(jnp.asarray(got, jnp.float32), np.float64)
@@ -214,8 +226,7 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, affine, dtype, t
     it = iter(params)
     return layer_norm(x, next(it) if scale is not None else None, next(it) if bias is not None else None, axis=axis)
 
-  y, pullback = jax.jit(lambda *a: jax.vjp(ours, *a))(x, *params)
-  got = pullback(dy)
+  y, got = jax.jit(lambda a, dy: _value_and_pullback(ours, a, dy))((x, *params), dy)
   assert y.dtype == dtype and all(g.dtype == dtype for g in got)
   with jax.enable_x64(True):
 
@@ -223,8 +234,8 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, affine, dtype, t
       it = iter(params)
       return reference_jnp(x, next(it) if scale is not None else None, next(it) if bias is not None else None, axes)
 
-    want_y, ref_pullback = jax.vjp(ref, *map(_f64, (x, *params)))
-    want = [np.asarray(w) for w in ref_pullback(_f64(dy))]
+    want_y, want = jax.jit(lambda a, dy: _value_and_pullback(ref, a, dy))(tuple(map(_f64, (x, *params))), _f64(dy))
+    want = [np.asarray(w) for w in want]
   _assert_close(y, np.asarray(want_y), tol)
   for g, w in zip(got, want, strict=True):
     assert g.shape == w.shape
@@ -235,9 +246,10 @@ def test_gradient_is_accurate_for_a_large_common_offset():
   # Offset 1e4 with unit spread: a derivative that recomputed statistics with a one-pass variance would be off.
   x, scale, bias, dy = _problem((8, 256), -1, ('scale', 'bias'), jnp.float32, seed=5, offset=1e4)
   x = jnp.asarray(1e4 + (np.asarray(x) - 1e4) / 2.0, jnp.float32)
-  got = jax.vjp(lambda *a: layer_norm(*a), x, scale, bias)[1](dy)
+  _, got = jax.jit(lambda a, dy: _value_and_pullback(layer_norm, a, dy))((x, scale, bias), dy)
   with jax.enable_x64(True):
-    want = jax.vjp(lambda *a: reference_jnp(*a, (1,)), *map(_f64, (x, scale, bias)))[1](_f64(dy))
+    ref = lambda *a: reference_jnp(*a, (1,))
+    _, want = jax.jit(lambda a, dy: _value_and_pullback(ref, a, dy))(tuple(map(_f64, (x, scale, bias))), _f64(dy))
   for g, w in zip(got, want, strict=True):
     _assert_close(g, np.asarray(w), 2e-3)
 
@@ -256,9 +268,8 @@ def test_jvp_matches_float64_reference(shape, axis, affine):
 
   y, dy = jax.jit(lambda p, t: jax.jvp(ours, p, t))(tuple(primals), tuple(tangents))
   with jax.enable_x64(True):
-    want_y, want_dy = jax.jvp(
-      lambda x, *p: reference_jnp(x, *(p or (None, None)), axes), tuple(map(_f64, primals)), tuple(map(_f64, tangents))
-    )
+    ref = lambda x, *p: reference_jnp(x, *(p or (None, None)), axes)
+    want_y, want_dy = jax.jit(lambda p, t: jax.jvp(ref, p, t))(tuple(map(_f64, primals)), tuple(map(_f64, tangents)))
   _assert_close(y, np.asarray(want_y), 1e-4)
   _assert_close(dy, np.asarray(want_dy), 1e-4)
 
@@ -295,7 +306,7 @@ def test_second_order_reverse_mode_matches_float64_reference():
   got = jax.jit(jax.grad(penalty(_loss(layer_norm)), argnums=(0, 1, 2)))(x, scale, bias)
   with jax.enable_x64(True):
     ref_loss = _loss(lambda *a: reference_jnp(*a, (1,)))
-    want = jax.grad(penalty(ref_loss), argnums=(0, 1, 2))(*map(_f64, (x, scale, bias)))
+    want = jax.jit(jax.grad(penalty(ref_loss), argnums=(0, 1, 2)))(*map(_f64, (x, scale, bias)))
   for g, w in zip(got, want, strict=True):
     _assert_close(g, np.asarray(w), 2e-4)
 
@@ -306,7 +317,7 @@ def test_grad_under_vmap_equals_per_example_reference():
   got = per_example(x, scale, bias)
   with jax.enable_x64(True):
     ref_grad = jax.grad(_loss(lambda *a: reference_jnp(*a, (1,))), argnums=(0, 1, 2))
-    want = [jax.vmap(ref_grad, in_axes=(0, None, None))(*map(_f64, (x, scale, bias)))]
+    want = [jax.jit(jax.vmap(ref_grad, in_axes=(0, None, None)))(*map(_f64, (x, scale, bias)))]
   for g, w in zip(got, want[0], strict=True):
     assert g.shape == w.shape
     _assert_close(g, np.asarray(w), 1e-4)
@@ -314,8 +325,8 @@ def test_grad_under_vmap_equals_per_example_reference():
 
 def test_integer_parameters_are_constants_under_grad():
   x = jnp.asarray(np.random.default_rng(12).normal(size=(2, 5)), jnp.float32)
-  got = jax.grad(lambda x: jnp.sum(layer_norm(x, jnp.arange(5), jnp.ones(5, jnp.int32)) ** 3))(x)
-  want = jax.grad(lambda x: jnp.sum(layer_norm(x, jnp.arange(5.0), jnp.ones(5)) ** 3))(x)
+  got = jax.jit(jax.grad(lambda x: jnp.sum(layer_norm(x, jnp.arange(5), jnp.ones(5, jnp.int32)) ** 3)))(x)
+  want = jax.jit(jax.grad(lambda x: jnp.sum(layer_norm(x, jnp.arange(5.0), jnp.ones(5)) ** 3)))(x)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
@@ -325,7 +336,7 @@ def test_jacfwd_equals_jacrev():
   def f(x, s, b):
     return layer_norm(x, s, b, axis=(0, 1))
 
-  fwd = jax.jacfwd(f, argnums=(0, 1, 2))(x, scale, bias)
-  rev = jax.jacrev(f, argnums=(0, 1, 2))(x, scale, bias)
+  fwd = jax.jit(jax.jacfwd(f, argnums=(0, 1, 2)))(x, scale, bias)
+  rev = jax.jit(jax.jacrev(f, argnums=(0, 1, 2)))(x, scale, bias)
   for a, b in zip(fwd, rev, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
