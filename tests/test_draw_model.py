@@ -99,17 +99,18 @@ def test_a_filter_far_outside_the_image_reads_zero_not_nan():
 def test_write_is_the_transpose_of_read():
   shape, n, batch = (6, 11), 4, 3
   rng = np.random.default_rng(0)  # NumPy draws: each new shape of jax.random costs a compile.
-  att = dm.attention_params(jnp.asarray(rng.normal(size=(batch, 5)) * 0.5, jnp.float32), shape, n)
-  fx, fy = dm.filterbanks(att, shape, n)
+  # Each side jitted on its own: one compile each, not one per operation.
+  filterbanks = jax.jit(lambda raw: (att := dm.attention_params(raw, shape, n), dm.filterbanks(att, shape, n)))
+  att, (fx, fy) = filterbanks(jnp.asarray(rng.normal(size=(batch, 5)) * 0.5, jnp.float32))
   x = jnp.asarray(rng.normal(size=(batch, *shape)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(batch, n, n)), jnp.float32)
-  lhs = jnp.sum(dm.read(x, fx, fy, att.gamma_B) * w, axis=(1, 2))
-  rhs = jnp.sum(x * dm.write(w, fx, fy, att.gamma_B), axis=(1, 2))
+  lhs = jax.jit(lambda x, w, g: jnp.sum(dm.read(x, fx, fy, g) * w, axis=(1, 2)))(x, w, att.gamma_B)
+  rhs = jax.jit(lambda x, w, g: jnp.sum(x * dm.write(w, fx, fy, g), axis=(1, 2)))(x, w, att.gamma_B)
   np.testing.assert_allclose(lhs, att.gamma_B**2 * rhs, rtol=1e-5)
   # With gamma = 1 they are exact adjoints: the vjp of read is write.
   ones = jnp.ones((batch,))
-  _, vjp = jax.vjp(lambda x: dm.read(x, fx, fy, ones), x)
-  np.testing.assert_allclose(vjp(w)[0], dm.write(w, fx, fy, ones), rtol=1e-5, atol=1e-6)
+  read_vjp = jax.jit(lambda x, w: jax.vjp(lambda x: dm.read(x, fx, fy, ones), x)[1](w)[0])(x, w)
+  np.testing.assert_allclose(read_vjp, jax.jit(lambda w: dm.write(w, fx, fy, ones))(w), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -359,9 +360,14 @@ def test_sample_is_the_decoder_run_on_prior_draws(tiny_model):
   n, rng = 3, jax.random.key(5)
   z = jax.random.normal(rng, (tiny_model.glimpses, n, tiny_model.latent))
   canvas, _, dec = tiny_model._initial_state(n)
+
+  @nnx.jit  # One compile per model, not one per operation.
+  def decode(model, dec, z, canvas):
+    dec, h_dec = model.decoder(dec, z)
+    return dec, canvas + model._write(h_dec)
+
   expected = []
   for t in range(tiny_model.glimpses):
-    dec, h_dec = tiny_model.decoder(dec, z[t])
-    canvas = canvas + tiny_model._write(h_dec)
+    dec, canvas = decode(tiny_model, dec, z[t], canvas)
     expected.append(1 / (1 + np.exp(-np.asarray(canvas, np.float64))))
   np.testing.assert_allclose(tiny_model.sample(n, rng), np.stack(expected), rtol=1e-5, atol=1e-6)
