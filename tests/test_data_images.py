@@ -6,6 +6,7 @@ import importlib
 import os
 import struct
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -424,12 +425,17 @@ def test_load_binarized_mnist_tfds(tfds_dir):
     assert {image.tobytes() for image in x} == expected[s]
 
 
-def test_tfds_not_prepared_says_how_to_prepare(tmp_path):
+def test_tfds_not_prepared_says_how_to_prepare(tmp_path, monkeypatch):
   pytest.importorskip('tensorflow_datasets')
+  scratch = tmp_path / 'tempdir'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  (tmp_path / 'mnist' / '3.0.1').mkdir(parents=True)  # A version directory without its dataset_info.json.
   with pytest.raises(ValueError) as e:
     mnist.check_source('tfds', str(tmp_path))
+  assert not os.listdir(scratch)  # Said before TFDS looked for the metadata online and left a temporary directory.
   message = textwrap.shorten(str(e.value), 10_000)
-  assert f"'mnist' is not prepared under {tmp_path}/mnist/3.0.1" in message
+  assert f"'mnist' is not prepared under {tmp_path}/mnist (no dataset_info.json in it)" in message
   assert 'tfds build mnist --file_format=array_record' in message
   assert f'copy /tmp/tfds/mnist into {tmp_path}/' in message
   assert 'Alternatively: source=idx.' in message and 'apt-get install dataset-fashion-mnist' in message

@@ -35,6 +35,13 @@ def builder(name: str, data_dir: str | None, alternative: str = ''):
     ) from e
   from tensorflow_datasets.core import file_adapters
 
+  if data_dir is not None and not _has_dataset_info(os.path.join(data_dir, name)):
+    # Said before TFDS builds anything: a builder of a data set that is not there looks for its metadata on Google
+    # Cloud Storage (a network call that can hang on an offline cluster) and leaves an empty temporary directory.
+    raise DataError(
+      f'TFDS data set {name!r} is not prepared under {os.path.join(data_dir, name)} (no dataset_info.json in it) '
+      f'and cannot be downloaded here (no internet). {prepare_hint(name, data_dir, alternative)}'
+    )
   b = tfds.builder(name, data_dir=data_dir)
   root = os.path.dirname(os.path.dirname(os.fspath(b.data_dir)))  # b.data_dir is ROOT/name/version.
   if not b.is_prepared():
@@ -50,6 +57,11 @@ def builder(name: str, data_dir: str | None, alternative: str = ''):
       f'{prepare_hint(name, root, alternative)}'
     )
   return b
+
+
+def _has_dataset_info(directory: str) -> bool:
+  """Whether a prepared TFDS variant (NAME/VERSION, or NAME/CONFIG/VERSION) lies under `directory`."""
+  return any('dataset_info.json' in files for _, _, files in os.walk(directory))
 
 
 def read_split(name: str, split: str, data_dir: str | None, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
