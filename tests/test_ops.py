@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from autodiff_checks import jitted_vjp
 from flax import nnx
 from jax.test_util import check_grads
 
@@ -193,13 +194,6 @@ def _f64(a):
   return None if a is None else np.asarray(jnp.asarray(a, jnp.float32), np.float64)
 
 
-def _value_and_pullback(f, args, dy):
-  """`f(*args)` and its pullback of `dy`, both in the one jitted program that calls this (a pullback returned from a
-  jitted function would run eagerly, compiling every operation on its own)."""
-  y, pullback = jax.vjp(f, *args)
-  return y, pullback(dy)
-
-
 def _assert_close(got, want, tol):
   """Elementwise check with an absolute floor proportional to the largest reference entry."""
   got = np.asarray(jnp.asarray(got, jnp.float32), np.float64)
@@ -226,7 +220,7 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, affine, dtype, t
     it = iter(params)
     return layer_norm(x, next(it) if scale is not None else None, next(it) if bias is not None else None, axis=axis)
 
-  y, got = jax.jit(lambda a, dy: _value_and_pullback(ours, a, dy))((x, *params), dy)
+  y, got = jitted_vjp(ours, (x, *params), dy)
   assert y.dtype == dtype and all(g.dtype == dtype for g in got)
   with jax.enable_x64(True):
 
@@ -234,7 +228,7 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, affine, dtype, t
       it = iter(params)
       return reference_jnp(x, next(it) if scale is not None else None, next(it) if bias is not None else None, axes)
 
-    want_y, want = jax.jit(lambda a, dy: _value_and_pullback(ref, a, dy))(tuple(map(_f64, (x, *params))), _f64(dy))
+    want_y, want = jitted_vjp(ref, tuple(map(_f64, (x, *params))), _f64(dy))
     want = [np.asarray(w) for w in want]
   _assert_close(y, np.asarray(want_y), tol)
   for g, w in zip(got, want, strict=True):
@@ -246,10 +240,10 @@ def test_gradient_is_accurate_for_a_large_common_offset():
   # Offset 1e4 with unit spread: a derivative that recomputed statistics with a one-pass variance would be off.
   x, scale, bias, dy = _problem((8, 256), -1, ('scale', 'bias'), jnp.float32, seed=5, offset=1e4)
   x = jnp.asarray(1e4 + (np.asarray(x) - 1e4) / 2.0, jnp.float32)
-  _, got = jax.jit(lambda a, dy: _value_and_pullback(layer_norm, a, dy))((x, scale, bias), dy)
+  _, got = jitted_vjp(layer_norm, (x, scale, bias), dy)
   with jax.enable_x64(True):
     ref = lambda *a: reference_jnp(*a, (1,))
-    _, want = jax.jit(lambda a, dy: _value_and_pullback(ref, a, dy))(tuple(map(_f64, (x, scale, bias))), _f64(dy))
+    _, want = jitted_vjp(ref, tuple(map(_f64, (x, scale, bias))), _f64(dy))
   for g, w in zip(got, want, strict=True):
     _assert_close(g, np.asarray(w), 2e-3)
 

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from autodiff_checks import jitted_vjp
 from flax import nnx
 
 from layernorm import RMSNorm, native, rms_norm
@@ -50,13 +51,6 @@ def _f64(a):
   return np.asarray(a, np.float64)
 
 
-def _value_and_pullback(f, args, dy):
-  """`f(*args)` and its pullback of `dy`, both in the one jitted program that calls this (a pullback returned from a
-  jitted function would run eagerly, compiling every operation on its own)."""
-  y, pullback = jax.vjp(f, *args)
-  return y, pullback(dy)
-
-
 def _assert_close(got, want, tol):
   want = np.asarray(want)
   np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol * max(np.abs(want).max(), 1e-3))
@@ -75,10 +69,10 @@ def test_vjp_matches_autodiff_of_float64_reference(shape, axis, use_scale):
   scale = scale if use_scale else None
   axes = _axes(shape, axis)
   args = (x,) if scale is None else (x, scale)
-  y, got = jax.jit(lambda a, dy: _value_and_pullback(lambda *a: rms_norm(*a, axis=axis), a, dy))(args, dy)
+  y, got = jitted_vjp(lambda *a: rms_norm(*a, axis=axis), args, dy)
   with jax.enable_x64(True):
     ref = lambda *a: reference(a[0], a[1] if use_scale else None, axes)
-    want_y, want = jax.jit(lambda a, dy: _value_and_pullback(ref, a, dy))(tuple(map(_f64, args)), _f64(dy))
+    want_y, want = jitted_vjp(ref, tuple(map(_f64, args)), _f64(dy))
   assert y.dtype == jnp.float32
   _assert_close(y, want_y, 1e-5)
   for g, w in zip(got, want, strict=True):
