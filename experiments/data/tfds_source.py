@@ -38,17 +38,11 @@ def builder(name: str, data_dir: str | None, alternative: str = ''):
   if data_dir is not None and not _has_dataset_info(os.path.join(data_dir, name)):
     # Said before TFDS builds anything: a builder of a data set that is not there looks for its metadata on Google
     # Cloud Storage (a network call that can hang on an offline cluster) and leaves an empty temporary directory.
-    raise DataError(
-      f'TFDS data set {name!r} is not prepared under {os.path.join(data_dir, name)} (no dataset_info.json in it) '
-      f'and cannot be downloaded here (no internet). {prepare_hint(name, data_dir, alternative)}'
-    )
+    raise _not_prepared(name, f'{os.path.join(data_dir, name)} (no dataset_info.json in it)', data_dir, alternative)
   b = tfds.builder(name, data_dir=data_dir)
   root = os.path.dirname(os.path.dirname(os.fspath(b.data_dir)))  # b.data_dir is ROOT/name/version.
   if not b.is_prepared():
-    raise DataError(
-      f'TFDS data set {name!r} is not prepared under {b.data_dir} and cannot be downloaded here (no internet). '
-      f'{prepare_hint(name, root, alternative)}'
-    )
+    raise _not_prepared(name, os.fspath(b.data_dir), root, alternative)
   formats = {b.info.file_format, *b.info.available_file_formats()}
   if file_adapters.FileFormat.ARRAY_RECORD not in formats:
     found = ', '.join(sorted(str(f.value) for f in formats if f is not None))
@@ -57,6 +51,13 @@ def builder(name: str, data_dir: str | None, alternative: str = ''):
       f'{prepare_hint(name, root, alternative)}'
     )
   return b
+
+
+def _not_prepared(name: str, where: str, root: str, alternative: str) -> DataError:
+  return DataError(
+    f'TFDS data set {name!r} is not prepared under {where} and cannot be downloaded here (no internet). '
+    f'{prepare_hint(name, root, alternative)}'
+  )
 
 
 def _has_dataset_info(directory: str) -> bool:
